@@ -1,0 +1,47 @@
+/* Parameters, gradients and Adam moments, each in ONE contiguous float buffer
+ * with a table of named views (the llm.c layout). The allreduce, the
+ * optimizer, zeroing and checkpointing are then single loops or single calls
+ * over [0, total).
+ *
+ * Build: sp_params_add() every tensor (name, shape), then sp_params_finalize()
+ * allocates the four buffers (values zeroed). Each tensor starts at a 16-float
+ * (64-byte) aligned offset; the padding is kept at zero in every buffer. */
+#ifndef SUPAIR_PARAMS_H
+#define SUPAIR_PARAMS_H
+
+#include <stddef.h>
+
+#include "supair/error.h"
+#include "supair/tape.h"
+
+typedef struct sp_param_entry {
+    char name[64];  /* e.g. "lstm/W_h"; unique */
+    int ndim;
+    int shape[SP_MAX_DIMS];
+    long offset;    /* in floats, into each buffer */
+    long size;
+} sp_param_entry;
+
+typedef struct sp_params {
+    sp_param_entry *entries;
+    int n_entries, cap_entries;
+    long total;     /* floats in each buffer, padding included */
+    float *val, *grad, *adam_m, *adam_v;
+} sp_params;
+
+void sp_params_init(sp_params *p);
+void sp_params_free(sp_params *p);
+/* Returns the entry index (>= 0), or -1 with *err set (duplicate name, bad
+ * shape, out of memory, already finalized). */
+int sp_params_add(sp_params *p, const char *name, int ndim, const int *shape, sp_error *err);
+int sp_params_finalize(sp_params *p, sp_error *err);
+/* Index of a name, or -1. */
+int sp_params_find(const sp_params *p, const char *name);
+/* A tape tensor viewing entry i's values and gradients. */
+sp_tensor *sp_params_tensor(sp_tape *t, const sp_params *p, int i);
+/* Direct pointers to entry i in each buffer. */
+float *sp_params_val(const sp_params *p, int i);
+float *sp_params_grad(const sp_params *p, int i);
+void sp_params_zero_grad(sp_params *p);
+
+#endif
