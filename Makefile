@@ -29,6 +29,7 @@ APP_SRC   = $(sort $(wildcard src/apps/*.c))
 TEST_SRC  = $(sort $(wildcard tests/unit/test_*.c))
 TESTLIB_SRC = $(sort $(filter-out $(TEST_SRC),$(wildcard tests/unit/*.c)))
 BENCH_SRC = $(sort $(wildcard bench/bench_*.c))
+MPITEST_SRC = $(sort $(wildcard tests/mpi/*.c))
 
 LIB       = $(BUILD)/lib/libsupair.a
 LIB_OBJ   = $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
@@ -36,12 +37,13 @@ APPS      = $(APP_SRC:src/apps/%.c=$(BUILD)/bin/%)
 TESTS     = $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TESTLIB_OBJ = $(TESTLIB_SRC:%.c=$(BUILD)/obj/%.o)
 BENCHES   = $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+MPITESTS  = $(MPITEST_SRC:tests/mpi/%.c=$(BUILD)/tests-mpi/%)
 
 .PHONY: all deps check check-unit asan bench demo clean tests
 .DEFAULT_GOAL := all
 
 all: $(APPS)
-tests: $(TESTS) $(APPS)
+tests: $(TESTS) $(MPITESTS) $(APPS)
 
 # Installs the Debian packages when any is missing (idempotent, quick when all there).
 deps:
@@ -62,6 +64,11 @@ $(BUILD)/bin/%: $(BUILD)/obj/src/apps/%.o $(LIB)
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(TESTLIB_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $< $(TESTLIB_OBJ) $(LIB) $(LDLIBS) -lcunit -o $@
+
+# MPI test programs (tests/mpi/*.c), driven by the tests/mpi/*.sh scripts.
+$(BUILD)/tests-mpi/%: $(BUILD)/obj/tests/mpi/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
 
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB)
 	@mkdir -p $(dir $@)
@@ -94,4 +101,5 @@ clean:
 	rm -rf build build-asan
 
 -include $(LIB_OBJ:.o=.d) $(TESTLIB_OBJ:.o=.d) $(APP_SRC:%.c=$(BUILD)/obj/%.d) \
-         $(TEST_SRC:%.c=$(BUILD)/obj/%.d) $(BENCH_SRC:%.c=$(BUILD)/obj/%.d)
+         $(TEST_SRC:%.c=$(BUILD)/obj/%.d) $(BENCH_SRC:%.c=$(BUILD)/obj/%.d) \
+         $(MPITEST_SRC:%.c=$(BUILD)/obj/%.d)
