@@ -42,6 +42,10 @@ sp_tensor *sp_params_tensor(sp_tape *t, const sp_params *p, int i);
 /* Direct pointers to entry i in each buffer. */
 float *sp_params_val(const sp_params *p, int i);
 float *sp_params_grad(const sp_params *p, int i);
+float *sp_params_adam_m(const sp_params *p, int i);
+float *sp_params_adam_v(const sp_params *p, int i);
 void sp_params_zero_grad(sp_params *p);
+/* Resets both Adam moments (a fresh optimizer over the same parameters). */
+void sp_params_zero_adam(sp_params *p);
 
 #endif
