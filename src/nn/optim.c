@@ -30,7 +30,7 @@ void sp_adam_step(sp_params *p, sp_adam *a, float lr) {
     /* Bias corrections in double: b2^t for t of a few thousand loses digits in float. */
     double c1 = 1.0 - pow((double)a->b1, (double)a->t);
     double c2 = 1.0 - pow((double)a->b2, (double)a->t);
-    /* Both forms are p -= step * m / (sqrt(v) * vscale + eps). */
+    /* Both forms are p -= step * (m / (sqrt(v) * vscale + eps)). */
     float step, vscale;
     if (a->form == SP_ADAM_LASAGNE) {
         step = (float)(lr * sqrt(c2) / c1);
@@ -51,7 +51,7 @@ void sp_adam_step(sp_params *p, sp_adam *a, float lr) {
         float vi = b2 * v[i] + ob2 * gi * gi;
         m[i] = mi;
         v[i] = vi;
-        val[i] -= step * mi / (sqrtf(vi) * vscale + eps);
+        val[i] -= step * (mi / (sqrtf(vi) * vscale + eps));
     }
 }
 

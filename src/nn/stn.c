@@ -1,0 +1,290 @@
+/* Spatial transformer ops (see stn.h): bilinear sampling through an affine
+ * map in pixel units, its adjoint scatter, and the one-pixel zero pad.
+ *
+ * Every op shares one per-point computation (point_at): map the grid point,
+ * clip it into the image, split it into the top-left pixel and fractional
+ * weights. Clipping makes every neighbour index valid, so the inner loops
+ * have no bounds branches; NaN coordinates clip to 0 instead of indexing
+ * wildly (fmaxf returns the non-NaN operand). */
+#include <math.h>
+#include <string.h>
+
+#include "supair/stn.h"
+
+typedef struct pt {
+    int off;      // y0 * W + x0, index of the top-left neighbour
+    float wx, wy; // fractional parts: weight of the right / bottom neighbours
+    float mx, my; // 1 where the coordinate was not clipped (gradient passes)
+} pt;
+
+static inline pt point_at(const float *th, float u, float v, int W, float xhi, float yhi) {
+    float X = th[0] * u + th[1] * v + th[2];
+    float Y = th[3] * u + th[4] * v + th[5];
+    pt p;
+    // clip_by_value's gradient passes on the closed interval
+    p.mx = (X >= 0.0f && X <= xhi) ? 1.0f : 0.0f;
+    p.my = (Y >= 0.0f && Y <= yhi) ? 1.0f : 0.0f;
+    float xc = fminf(fmaxf(X, 0.0f), xhi), yc = fminf(fmaxf(Y, 0.0f), yhi);
+    int x0 = (int)xc, y0 = (int)yc;  // floor: both are >= 0
+    p.off = y0 * W + x0;
+    p.wx = xc - (float)x0;
+    p.wy = yc - (float)y0;
+    return p;
+}
+
+static inline float bilinear(const float *im, const pt *p, int W) {
+    const float *q = im + p->off;
+    return (1.0f - p->wy) * ((1.0f - p->wx) * q[0] + p->wx * q[1]) +
+           p->wy * ((1.0f - p->wx) * q[W] + p->wx * q[W + 1]);
+}
+
+/* d bilinear(im) / dX and / dY at p, zero along a clipped coordinate. */
+static inline void bilinear_d(const float *im, const pt *p, int W, float *dX, float *dY) {
+    const float *q = im + p->off;
+    *dX = p->mx * ((1.0f - p->wy) * (q[1] - q[0]) + p->wy * (q[W + 1] - q[W]));
+    *dY = p->my * ((1.0f - p->wx) * (q[W] - q[0]) + p->wx * (q[W + 1] - q[1]));
+}
+
+static inline void splat(float *im, const pt *p, int W, float g) {
+    float *q = im + p->off;
+    float gy0 = g * (1.0f - p->wy), gy1 = g * p->wy;
+    q[0] += gy0 * (1.0f - p->wx);
+    q[1] += gy0 * p->wx;
+    q[W] += gy1 * (1.0f - p->wx);
+    q[W + 1] += gy1 * p->wx;
+}
+
+typedef struct grid {
+    float *u, *v;       // (out_w), (out_h) grid coordinates
+    int oh, ow, H, W;   // output grid and image sizes
+    float xhi, yhi;     // clip bounds W - 1.0001, H - 1.0001
+} grid;
+
+/* numpy linspace(0, extent, n), computed in double and rounded once, as the
+ * reference builds its grid in numpy before the float32 constant. */
+static int grid_init(sp_tape *t, grid *g, int oh, int ow, int H, int W, float eh, float ew) {
+    g->u = sp_tape_alloc(t, (size_t)ow * sizeof(float));
+    g->v = sp_tape_alloc(t, (size_t)oh * sizeof(float));
+    if (!g->u || !g->v) return -1;
+    for (int j = 0; j < ow; j++) g->u[j] = ow > 1 ? (float)((double)ew * j / (ow - 1)) : 0.0f;
+    for (int i = 0; i < oh; i++) g->v[i] = oh > 1 ? (float)((double)eh * i / (oh - 1)) : 0.0f;
+    g->oh = oh, g->ow = ow, g->H = H, g->W = W;
+    g->xhi = (float)W - 1.0001f;
+    g->yhi = (float)H - 1.0001f;
+    return 0;
+}
+
+/* Adds dL/dX, dL/dY of one grid point into the six theta-gradient sums. */
+static inline void acc_theta(double *s, float gX, float gY, float u, float v) {
+    s[0] += (double)gX * u, s[1] += (double)gX * v, s[2] += gX;
+    s[3] += (double)gY * u, s[4] += (double)gY * v, s[5] += gY;
+}
+
+static int theta_ok(const sp_tensor *theta) {
+    return theta->ndim == 2 && theta->shape[1] == 6;
+}
+
+/* ---- sample ---- */
+
+typedef struct sample_ctx {
+    const sp_tensor *img, *theta;
+    sp_tensor *out;
+    grid g;
+    int B, K;  // theta rows, transforms per image
+} sample_ctx;
+
+static void sample_backward(void *p) {
+    sample_ctx *k = p;
+    const grid *g = &k->g;
+    const int HW = g->H * g->W, P = g->oh * g->ow, W = g->W;
+    const int Bi = k->B / k->K;
+    float *dimg = sp_needs_grad(k->img) ? k->img->grad : NULL;
+    float *dth = sp_needs_grad(k->theta) ? k->theta->grad : NULL;
+
+    // one thread per image: its K transforms all splat into the same grad
+#pragma omp parallel for schedule(static)
+    for (int bi = 0; bi < Bi; bi++) {
+        const float *im = k->img->val + (size_t)bi * HW;
+        for (int kk = 0; kk < k->K; kk++) {
+            const int b = bi * k->K + kk;
+            const float *th = k->theta->val + 6 * b;
+            const float *go = k->out->grad + (size_t)b * P;
+            double s[6] = {0};
+            for (int i = 0; i < g->oh; i++) {
+                for (int j = 0; j < g->ow; j++) {
+                    pt q = point_at(th, g->u[j], g->v[i], W, g->xhi, g->yhi);
+                    float gr = go[i * g->ow + j];
+                    if (dimg) splat(dimg + (size_t)bi * HW, &q, W, gr);
+                    if (dth) {
+                        float dX, dY;
+                        bilinear_d(im, &q, W, &dX, &dY);
+                        acc_theta(s, gr * dX, gr * dY, g->u[j], g->v[i]);
+                    }
+                }
+            }
+            if (dth)
+                for (int e = 0; e < 6; e++) dth[6 * b + e] += (float)s[e];
+        }
+    }
+}
+
+sp_tensor *sp_stn_sample(sp_tape *t, const sp_tensor *img, const sp_tensor *theta, int out_h,
+                         int out_w, float extent_h, float extent_w) {
+    if (!img || !theta) {
+        sp_tape_set_failed(t);
+        return NULL;
+    }
+    if (img->ndim != 3 || !theta_ok(theta) || out_h < 1 || out_w < 1 || img->shape[1] < 2 ||
+        img->shape[2] < 2 || img->shape[0] < 1 || theta->shape[0] % img->shape[0] != 0) {
+        sp_tape_set_failed(t);
+        return NULL;
+    }
+    const int B = theta->shape[0], H = img->shape[1], W = img->shape[2];
+    const int K = B / img->shape[0], HW = H * W, P = out_h * out_w;
+    const int rg = sp_needs_grad(img) || sp_needs_grad(theta);
+    sp_tensor *out = sp_tensor_3d(t, B, out_h, out_w, rg);  // (B, out_h, out_w)
+    grid g;
+    if (!out || grid_init(t, &g, out_h, out_w, H, W, extent_h, extent_w)) return NULL;
+
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; b++) {
+        const float *im = img->val + (size_t)(b / K) * HW;
+        const float *th = theta->val + 6 * b;
+        float *o = out->val + (size_t)b * P;
+        for (int i = 0; i < out_h; i++)
+            for (int j = 0; j < out_w; j++) {
+                pt q = point_at(th, g.u[j], g.v[i], W, g.xhi, g.yhi);
+                o[i * out_w + j] = bilinear(im, &q, W);
+            }
+    }
+
+    if (rg && sp_tape_grad_enabled(t)) {
+        sample_ctx *k = sp_tape_alloc(t, sizeof *k);
+        if (!k) return NULL;
+        *k = (sample_ctx){img, theta, out, g, B, K};
+        if (sp_tape_record(t, sample_backward, k)) return NULL;
+    }
+    return out;
+}
+
+/* ---- scatter ---- */
+
+typedef struct scatter_ctx {
+    const sp_tensor *vals, *theta;
+    sp_tensor *out;
+    grid g;
+    int B;
+} scatter_ctx;
+
+static void scatter_backward(void *p) {
+    scatter_ctx *k = p;
+    const grid *g = &k->g;
+    const int HW = g->H * g->W, P = g->oh * g->ow, W = g->W;
+    float *dv = sp_needs_grad(k->vals) ? k->vals->grad : NULL;
+    float *dth = sp_needs_grad(k->theta) ? k->theta->grad : NULL;
+
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < k->B; b++) {
+        const float *th = k->theta->val + 6 * b;
+        const float *gc = k->out->grad + (size_t)b * HW;  // dL/dcanvas (H, W)
+        const float *v = k->vals->val + (size_t)b * P;
+        double s[6] = {0};
+        for (int i = 0; i < g->oh; i++) {
+            for (int j = 0; j < g->ow; j++) {
+                pt q = point_at(th, g->u[j], g->v[i], W, g->xhi, g->yhi);
+                const int pi = i * g->ow + j;
+                // a point's contribution is vals * bilinear weights, so its
+                // gradient is the bilinear read of dL/dcanvas
+                if (dv) dv[(size_t)b * P + pi] += bilinear(gc, &q, W);
+                if (dth) {
+                    float dX, dY;
+                    bilinear_d(gc, &q, W, &dX, &dY);
+                    acc_theta(s, v[pi] * dX, v[pi] * dY, g->u[j], g->v[i]);
+                }
+            }
+        }
+        if (dth)
+            for (int e = 0; e < 6; e++) dth[6 * b + e] += (float)s[e];
+    }
+}
+
+sp_tensor *sp_stn_scatter(sp_tape *t, const sp_tensor *vals, const sp_tensor *theta, int H, int W,
+                          float extent_h, float extent_w) {
+    if (!vals || !theta) {
+        sp_tape_set_failed(t);
+        return NULL;
+    }
+    if (vals->ndim != 3 || !theta_ok(theta) || vals->shape[0] != theta->shape[0] || H < 2 ||
+        W < 2) {
+        sp_tape_set_failed(t);
+        return NULL;
+    }
+    const int B = theta->shape[0], oh = vals->shape[1], ow = vals->shape[2];
+    const int HW = H * W, P = oh * ow;
+    const int rg = sp_needs_grad(vals) || sp_needs_grad(theta);
+    sp_tensor *out = sp_tensor_3d(t, B, H, W, rg);  // (B, H, W)
+    grid g;
+    if (!out || grid_init(t, &g, oh, ow, H, W, extent_h, extent_w)) return NULL;
+
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; b++) {
+        const float *th = theta->val + 6 * b;
+        const float *v = vals->val + (size_t)b * P;
+        float *o = out->val + (size_t)b * HW;
+        memset(o, 0, (size_t)HW * sizeof(float));
+        for (int i = 0; i < oh; i++)
+            for (int j = 0; j < ow; j++) {
+                pt q = point_at(th, g.u[j], g.v[i], W, g.xhi, g.yhi);
+                splat(o, &q, W, v[i * ow + j]);
+            }
+    }
+
+    if (rg && sp_tape_grad_enabled(t)) {
+        scatter_ctx *k = sp_tape_alloc(t, sizeof *k);
+        if (!k) return NULL;
+        *k = (scatter_ctx){vals, theta, out, g, B};
+        if (sp_tape_record(t, scatter_backward, k)) return NULL;
+    }
+    return out;
+}
+
+/* ---- pad ---- */
+
+typedef struct pad_ctx {
+    const sp_tensor *img;
+    sp_tensor *out;
+} pad_ctx;
+
+static void pad_backward(void *p) {
+    pad_ctx *k = p;
+    const int B = k->img->shape[0], H = k->img->shape[1], W = k->img->shape[2];
+    const int W2 = W + 2;
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < H; i++) {
+            const float *go = k->out->grad + ((size_t)b * (H + 2) + i + 1) * W2 + 1;
+            float *gi = k->img->grad + ((size_t)b * H + i) * W;
+            for (int j = 0; j < W; j++) gi[j] += go[j];
+        }
+}
+
+sp_tensor *sp_pad1(sp_tape *t, const sp_tensor *img) {
+    if (!img || img->ndim != 3) {
+        sp_tape_set_failed(t);
+        return NULL;
+    }
+    const int B = img->shape[0], H = img->shape[1], W = img->shape[2], W2 = W + 2;
+    sp_tensor *out = sp_tensor_3d(t, B, H + 2, W2, sp_needs_grad(img));  // (B, H+2, W+2)
+    if (!out) return NULL;
+    memset(out->val, 0, (size_t)out->size * sizeof(float));
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < H; i++)
+            memcpy(out->val + ((size_t)b * (H + 2) + i + 1) * W2 + 1,
+                   img->val + ((size_t)b * H + i) * W, (size_t)W * sizeof(float));
+    if (sp_needs_grad(img) && sp_tape_grad_enabled(t)) {
+        pad_ctx *k = sp_tape_alloc(t, sizeof *k);
+        if (!k) return NULL;
+        *k = (pad_ctx){img, out};
+        if (sp_tape_record(t, pad_backward, k)) return NULL;
+    }
+    return out;
+}
