@@ -80,6 +80,9 @@ typedef struct sp_model_vtable {
     long (*state_floats)(void *model);
     float *(*state)(void *model);
     void (*destroy)(void *model);
+    /* Seed of any random structure the parameters depend on (SuPAIR's SPN
+     * region graphs), stored in checkpoints; NULL when there is none. */
+    uint64_t (*structure_seed)(const void *model);
 } sp_model_vtable;
 
 /* The registry: every model the binary knows. NULL when unknown. */

@@ -31,7 +31,7 @@ typedef enum sp_adam_form { SP_ADAM_PYTORCH = 0, SP_ADAM_LASAGNE = 1 } sp_adam_f
 
 typedef struct sp_adam {
     float lr;          /* base learning rate (a schedule passes its own to sp_adam_step) */
-    float b1, b2, eps;
+    float b1, b2, eps; /* eps > 0: the zero padding then stays 0 (0/eps) */
     sp_adam_form form;
     long t;            /* steps taken; the next step uses t+1. Saved in checkpoints. */
 } sp_adam;

@@ -63,6 +63,9 @@ void sp_arena_destroy(sp_arena *a) {
 }
 
 void *sp_arena_alloc(sp_arena *a, size_t bytes) {
+    /* Rounding a near-SIZE_MAX request (a negative size cast to size_t) up
+     * would wrap to a tiny block that looks valid. */
+    if (bytes > SIZE_MAX - ARENA_ALIGN) return NULL;
     size_t need = (bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
     if (need == 0) need = ARENA_ALIGN;
     block *b = a->cur;

@@ -61,6 +61,16 @@ const char *sp_cpu_best_coretype(void) {
 }
 
 const char *sp_blas_corename(void) {
+    /* Test hook: the misdetection cannot be provoked on a machine whose
+     * OpenBLAS detects it right, so tests can fake the reported core. "NAME"
+     * fakes it while OPENBLAS_CORETYPE is unset (a library that honours the
+     * fix), "!NAME" always (one that ignores it). */
+    const char *fake = getenv("SUPAIR_TEST_BLAS_CORENAME");
+    if (fake && *fake) {
+        if (fake[0] == '!') return fake + 1;
+        const char *set = getenv("OPENBLAS_CORETYPE");
+        if (!set || !*set) return fake;
+    }
     const char *n = openblas_get_corename();
     return n && *n ? n : "unknown";
 }

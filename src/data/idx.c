@@ -115,7 +115,7 @@ int sp_idx_read_labels(sp_idx_labels *out, const char *path, sp_error *err) {
     uint32_t d[1] = {0};
     int rc = read_header(&f, path, SP_IDX_MAGIC_LABELS, 1, d, err);
     if (rc) return rc;
-    if (d[0] == 0 || d[0] > (uint32_t)IDX_MAX_BYTES / 2) {
+    if (d[0] == 0) {
         gzclose(f);
         return sp_fail(err, SP_EINPUT, "%s: bad label count %u", path, d[0]);
     }

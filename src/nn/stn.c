@@ -5,11 +5,17 @@
  * clip it into the image, split it into the top-left pixel and fractional
  * weights. Clipping makes every neighbour index valid, so the inner loops
  * have no bounds branches; NaN coordinates clip to 0 instead of indexing
- * wildly (fmaxf returns the non-NaN operand). */
+ * wildly. The clip is written as comparisons, not fminf/fmaxf: those stay
+ * libm calls without -ffinite-math-only, and this runs per grid point. */
 #include <math.h>
 #include <string.h>
 
 #include "supair/stn.h"
+
+/* Fewer grid points than this in one call stay on one thread: a parallel
+ * region costs a few microseconds (much more when cores are oversubscribed),
+ * about what a thousand points take. */
+#define STN_OMP_MIN 8192
 
 typedef struct pt {
     int off;      // y0 * W + x0, index of the top-left neighbour
@@ -24,7 +30,9 @@ static inline pt point_at(const float *th, float u, float v, int W, float xhi, f
     // clip_by_value's gradient passes on the closed interval
     p.mx = (X >= 0.0f && X <= xhi) ? 1.0f : 0.0f;
     p.my = (Y >= 0.0f && Y <= yhi) ? 1.0f : 0.0f;
-    float xc = fminf(fmaxf(X, 0.0f), xhi), yc = fminf(fmaxf(Y, 0.0f), yhi);
+    float xc = X > 0.0f ? X : 0.0f, yc = Y > 0.0f ? Y : 0.0f;  // NaN -> 0
+    xc = xc < xhi ? xc : xhi;
+    yc = yc < yhi ? yc : yhi;
     int x0 = (int)xc, y0 = (int)yc;  // floor: both are >= 0
     p.off = y0 * W + x0;
     p.wx = xc - (float)x0;
@@ -74,10 +82,21 @@ static int grid_init(sp_tape *t, grid *g, int oh, int ow, int H, int W, float eh
     return 0;
 }
 
-/* Adds dL/dX, dL/dY of one grid point into the six theta-gradient sums. */
-static inline void acc_theta(double *s, float gX, float gY, float u, float v) {
-    s[0] += (double)gX * u, s[1] += (double)gX * v, s[2] += gX;
-    s[3] += (double)gY * u, s[4] += (double)gY * v, s[5] += gY;
+/* Theta-gradient sums of one grid row: dL/dX and dL/dY summed plain and
+ * weighted by u (v is constant along the row). Float within a row (at most
+ * out_w terms), double across rows. */
+typedef struct rowacc {
+    float gx, gxu, gy, gyu;
+} rowacc;
+
+static inline void row_add(rowacc *r, float gX, float gY, float u) {
+    r->gx += gX, r->gxu += gX * u;
+    r->gy += gY, r->gyu += gY * u;
+}
+
+static inline void row_flush(double *s, const rowacc *r, float v) {
+    s[0] += r->gxu, s[1] += (double)r->gx * v, s[2] += r->gx;
+    s[3] += r->gyu, s[4] += (double)r->gy * v, s[5] += r->gy;
 }
 
 static int theta_ok(const sp_tensor *theta) {
@@ -102,7 +121,7 @@ static void sample_backward(void *p) {
     float *dth = sp_needs_grad(k->theta) ? k->theta->grad : NULL;
 
     // one thread per image: its K transforms all splat into the same grad
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)k->B * P >= STN_OMP_MIN)
     for (int bi = 0; bi < Bi; bi++) {
         const float *im = k->img->val + (size_t)bi * HW;
         for (int kk = 0; kk < k->K; kk++) {
@@ -111,6 +130,7 @@ static void sample_backward(void *p) {
             const float *go = k->out->grad + (size_t)b * P;
             double s[6] = {0};
             for (int i = 0; i < g->oh; i++) {
+                rowacc r = {0, 0, 0, 0};
                 for (int j = 0; j < g->ow; j++) {
                     pt q = point_at(th, g->u[j], g->v[i], W, g->xhi, g->yhi);
                     float gr = go[i * g->ow + j];
@@ -118,9 +138,10 @@ static void sample_backward(void *p) {
                     if (dth) {
                         float dX, dY;
                         bilinear_d(im, &q, W, &dX, &dY);
-                        acc_theta(s, gr * dX, gr * dY, g->u[j], g->v[i]);
+                        row_add(&r, gr * dX, gr * dY, g->u[j]);
                     }
                 }
+                row_flush(s, &r, g->v[i]);
             }
             if (dth)
                 for (int e = 0; e < 6; e++) dth[6 * b + e] += (float)s[e];
@@ -146,7 +167,7 @@ sp_tensor *sp_stn_sample(sp_tape *t, const sp_tensor *img, const sp_tensor *thet
     grid g;
     if (!out || grid_init(t, &g, out_h, out_w, H, W, extent_h, extent_w)) return NULL;
 
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)B * P >= STN_OMP_MIN)
     for (int b = 0; b < B; b++) {
         const float *im = img->val + (size_t)(b / K) * HW;
         const float *th = theta->val + 6 * b;
@@ -183,13 +204,14 @@ static void scatter_backward(void *p) {
     float *dv = sp_needs_grad(k->vals) ? k->vals->grad : NULL;
     float *dth = sp_needs_grad(k->theta) ? k->theta->grad : NULL;
 
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)k->B * P >= STN_OMP_MIN)
     for (int b = 0; b < k->B; b++) {
         const float *th = k->theta->val + 6 * b;
         const float *gc = k->out->grad + (size_t)b * HW;  // dL/dcanvas (H, W)
         const float *v = k->vals->val + (size_t)b * P;
         double s[6] = {0};
         for (int i = 0; i < g->oh; i++) {
+            rowacc r = {0, 0, 0, 0};
             for (int j = 0; j < g->ow; j++) {
                 pt q = point_at(th, g->u[j], g->v[i], W, g->xhi, g->yhi);
                 const int pi = i * g->ow + j;
@@ -199,9 +221,10 @@ static void scatter_backward(void *p) {
                 if (dth) {
                     float dX, dY;
                     bilinear_d(gc, &q, W, &dX, &dY);
-                    acc_theta(s, v[pi] * dX, v[pi] * dY, g->u[j], g->v[i]);
+                    row_add(&r, v[pi] * dX, v[pi] * dY, g->u[j]);
                 }
             }
+            row_flush(s, &r, g->v[i]);
         }
         if (dth)
             for (int e = 0; e < 6; e++) dth[6 * b + e] += (float)s[e];
@@ -226,7 +249,7 @@ sp_tensor *sp_stn_scatter(sp_tape *t, const sp_tensor *vals, const sp_tensor *th
     grid g;
     if (!out || grid_init(t, &g, oh, ow, H, W, extent_h, extent_w)) return NULL;
 
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)B * P >= STN_OMP_MIN)
     for (int b = 0; b < B; b++) {
         const float *th = theta->val + 6 * b;
         const float *v = vals->val + (size_t)b * P;

@@ -78,7 +78,13 @@ static sp_tensor *header(sp_tape *t, int ndim, const int *shape) {
     if (!x) return NULL;
     memset(x, 0, sizeof *x);
     x->ndim = ndim;
-    for (int i = 0; i < ndim; i++) x->shape[i] = shape[i];
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0) { /* its size would wrap into a huge allocation */
+            t->failed = 1;
+            return NULL;
+        }
+        x->shape[i] = shape[i];
+    }
     x->size = sp_shape_size(ndim, shape);
     return x;
 }
@@ -112,7 +118,10 @@ sp_tensor *sp_tensor_view(sp_tape *t, float *val, float *grad, int ndim, const i
 }
 
 sp_tensor *sp_reshape(sp_tape *t, const sp_tensor *x, int ndim, const int *shape) {
-    if (!x) return NULL;
+    if (!x) { /* a NULL input propagates, and the chain is marked failed */
+        t->failed = 1;
+        return NULL;
+    }
     if (sp_shape_size(ndim, shape) != x->size) {
         t->failed = 1;
         return NULL;

@@ -1,0 +1,110 @@
+/* Random tensorised sum-product networks (RAT-SPN) with factorised Gaussian
+ * leaves and soft marginalisation: SuPAIR's object and background likelihoods.
+ *
+ * Structure (a pure function of cfg.structure_seed, which checkpoints keep):
+ * R repetitions; repetition r is a random balanced binary split of the D
+ * variables to depth d, i.e. a random permutation of the variables cut into
+ * 2^d contiguous leaf regions (sizes from halving: floor/ceil). Per
+ * repetition, bottom up:
+ *   level 0: each leaf region holds K factorised Gaussians over its variables;
+ *   level l = 1..d-1: sibling regions 2g, 2g+1 of level l-1 form a product
+ *            region (outer sum of log-values, child a major: c = a*w + b),
+ *            then a sum region of S sums over those w*w products;
+ *   top:     the product of the last two regions (w*w values).
+ * The root is one sum over the R * w*w top products of all repetitions.
+ *   Object SPN  (SuPAIR): D=784,  d=2, R=6, K=20, S=20 -> 286,560 params.
+ *   Background SPN:        D=2500, d=1, R=3, K=6        ->  90,108 params.
+ *
+ * Leaves: mean mu, variance v = var_min + (var_max - var_min) * sigmoid(p).
+ * Soft marginalisation: pixel i's leaf log-density is weighted by
+ * (1 - clip(m_i, 0, 1)); m_i = 1 marginalises it exactly. The gradient wrt m
+ * flows where 0 <= m <= 1 (inclusive, as torch.clamp and tf.clip_by_value).
+ * Sums: logsumexp(children + log_softmax(weights)), evaluated with the
+ * Einsum-network trick (shift each child vector by its max, exponentiate, one
+ * GEMM with softmax(weights), log, add the max back). A sum whose children are
+ * all equal returns that value exactly, so marginalising every pixel gives
+ * log p = 0 exactly.
+ *
+ * Parameters (registered by sp_spn_add_params under a prefix, e.g. "obj"):
+ *   PREFIX/leaf_mean  (R, D, K)          mu; row i of repetition r is the
+ *   PREFIX/leaf_var   (R, D, K)          variable sp_spn_perm(s, r)[i], so leaf
+ *                                        region j owns rows [off_j, off_j+1)
+ *                                        of sp_spn_region_offsets(s)
+ *   PREFIX/sum<l>     (R, 2^(d-l), S, C) sum-weight logits of level l = 1..d-1
+ *                                        (C = K*K for l = 1, else S*S)
+ *   PREFIX/root       (R, C_top)         root logits (softmax over all R*C_top)
+ *
+ * Threads: sp_spn_logp runs forward and backward in OpenMP threads over fixed
+ * chunks of the batch (static partition, so results do not depend on
+ * scheduling; the forward values do not even depend on the thread count).
+ * Parameter gradients go to per-thread partial buffers summed in thread
+ * order: deterministic for a fixed thread count. BLAS calls inside the
+ * threads run single-threaded. */
+#ifndef SUPAIR_SPN_H
+#define SUPAIR_SPN_H
+
+#include <stdint.h>
+
+#include "supair/error.h"
+#include "supair/params.h"
+#include "supair/tape.h"
+
+#define SP_SPN_MAX_DEPTH 12
+
+typedef struct sp_spn_config {
+    int n_vars;      /* D */
+    int depth;       /* d >= 1, 2^d <= D */
+    int repetitions; /* R */
+    int n_leaf;      /* K Gaussians per leaf region */
+    int n_sum;       /* S sums per inner sum region (unused when depth == 1) */
+    float var_min, var_max; /* 0 < var_min <= var_max */
+    uint64_t structure_seed;
+} sp_spn_config;
+
+typedef struct sp_spn sp_spn;
+
+/* SuPAIR's defaults (MODELS.md): object SPN over 28x28 glimpses, background
+ * SPN over 50x50 scenes. */
+sp_spn_config sp_spn_config_object(uint64_t structure_seed);
+sp_spn_config sp_spn_config_background(uint64_t structure_seed);
+
+/* Validates cfg (SP_EINPUT naming the bad field) and draws the structure. */
+int sp_spn_create(sp_spn **out, const sp_spn_config *cfg, sp_error *err);
+void sp_spn_free(sp_spn *s);
+
+/* Registers the tensors listed above (call before sp_params_finalize); the
+ * spn remembers their indices, so it then works with that sp_params only. */
+int sp_spn_add_params(sp_spn *s, sp_params *p, const char *prefix, sp_error *err);
+
+/* Truncated-normal init (std 0.1 leaf means and variance params, 0.5 sum and
+ * root logits); a pure function of (seed, prefix). */
+void sp_spn_init_params(const sp_spn *s, sp_params *p, uint64_t seed);
+
+/* log p(x) of each row with soft marginalisation: x (N, D) (any shape whose
+ * size is N*D with shape[0] = N), marg the same shape or NULL (no
+ * marginalisation). Returns (N). When the tape has gradients on, backward
+ * ADDS into p->grad for every SPN parameter, into x->grad and marg->grad when
+ * they exist. NULL (tape failed) on a shape mismatch or out of memory. */
+sp_tensor *sp_spn_logp(sp_tape *t, const sp_spn *s, const sp_params *p, const sp_tensor *x,
+                       const sp_tensor *marg);
+
+/* ---- structure, for tests, checkpoints and visualisation ---- */
+const sp_spn_config *sp_spn_get_config(const sp_spn *s);
+uint64_t sp_spn_structure_seed(const sp_spn *s);
+/* 2^depth leaf regions per repetition. */
+int sp_spn_n_leaf_regions(const sp_spn *s);
+/* (D) the variable at each position of repetition r's order. */
+const int *sp_spn_perm(const sp_spn *s, int rep);
+/* (2^depth + 1) start of each leaf region in that order (the same for every
+ * repetition); the last entry is D. */
+const int *sp_spn_region_offsets(const sp_spn *s);
+/* Leaf region (0 .. 2^depth-1) of variable `var` in repetition r. */
+int sp_spn_leaf_region(const sp_spn *s, int rep, int var);
+/* Parameter floats (without the table's alignment padding). */
+long sp_spn_n_params(const sp_spn *s);
+/* GEMM FLOPs per example (2 per multiply-add), for benchmarks: forward only
+ * (backward = 0), or backward with (input_grads = 1) or without the leaf
+ * input-gradient GEMM. */
+double sp_spn_flops(const sp_spn *s, int backward, int input_grads);
+
+#endif

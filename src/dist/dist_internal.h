@@ -1,0 +1,27 @@
+/* The MPI context shared by src/dist's files (private: only src/dist includes
+ * mpi.h, so the public dist.h keeps sp_dist opaque). */
+#ifndef SUPAIR_DIST_INTERNAL_H
+#define SUPAIR_DIST_INTERNAL_H
+
+#include <mpi.h>
+
+#include "supair/dist.h"
+
+struct sp_dist {
+    MPI_Comm comm; /* owned: freed by sp_dist_free */
+    int rank, size;
+    int local_rank, local_size;
+    size_t bucket_bytes;
+    double comm_s; /* exposed communication since the last sp_dist_comm_take */
+    /* the overlapped allreduce in flight */
+    int active, order;
+    float *buf;
+    long n, nb, started;
+    MPI_Request *reqs; /* reqs[k] = the k-th started bucket */
+    long reqs_cap;
+};
+
+/* sp_fail with MPI's own description of rc. */
+int sp_dist_mpi_fail(sp_error *err, int rc, const char *what);
+
+#endif

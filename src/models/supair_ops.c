@@ -1,0 +1,540 @@
+/* SuPAIR's fused tape ops (declared in supair.h): the input projection, the
+ * per-step head with the z_where posterior, the transformer parameters, the
+ * occlusion chain and the ELBO combination. Each is one tape node with a
+ * hand-written backward, so a training step records a few dozen nodes and the
+ * small per-object arithmetic never goes through generic broadcasting ops. */
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "supair/supair.h"
+
+/* Below this many values, elementwise loops stay single-threaded. */
+#define SUPAIR_OMP_MIN 32768
+
+static inline float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+static int shape2(const sp_tensor *x, int d0, int d1) {
+    return x && x->ndim == 2 && (d0 < 0 || x->shape[0] == d0) && (d1 < 0 || x->shape[1] == d1);
+}
+
+/* ---------------------------------------------------------------- linear */
+
+typedef struct lin_ctx {
+    const sp_tensor *x, *W, *b;
+    sp_tensor *y;
+    int B, D, G;
+} lin_ctx;
+
+static void lin_backward(void *p) {
+    lin_ctx *k = p;
+    const float *dy = k->y->grad;
+    if (sp_needs_grad(k->W))  // dW (D,G) += x^T (D,B) dy (B,G)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k->D, k->G, k->B, 1.0f, k->x->val,
+                    k->D, dy, k->G, 1.0f, k->W->grad, k->G);
+    if (sp_needs_grad(k->x))  // dx (B,D) += dy (B,G) W^T (G,D)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, k->B, k->D, k->G, 1.0f, dy, k->G,
+                    k->W->val, k->G, 1.0f, k->x->grad, k->D);
+    if (k->b && sp_needs_grad(k->b))
+        for (int i = 0; i < k->B; i++)
+            for (int g = 0; g < k->G; g++) k->b->grad[g] += dy[(size_t)i * k->G + g];
+}
+
+sp_tensor *sp_supair_linear(sp_tape *t, const sp_tensor *x, const sp_tensor *W, const sp_tensor *b) {
+    if (!x || !W) return NULL;
+    if (!shape2(x, -1, -1) || !shape2(W, x->shape[1], -1) ||
+        (b && (b->size != W->shape[1]))) {
+        sp_tape_set_failed(t);
+        return NULL;
+    }
+    const int B = x->shape[0], D = x->shape[1], G = W->shape[1];
+    const int rg = sp_needs_grad(x) || sp_needs_grad(W) || (b && sp_needs_grad(b));
+    sp_tensor *y = sp_tensor_2d(t, B, G, rg);
+    if (!y) return NULL;
+    for (int i = 0; i < B; i++) {
+        float *row = y->val + (size_t)i * G;
+        if (b)
+            memcpy(row, b->val, (size_t)G * sizeof(float));
+        else
+            memset(row, 0, (size_t)G * sizeof(float));
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, G, D, 1.0f, x->val, D, W->val, G,
+                1.0f, y->val, G);
+    if (rg && sp_tape_grad_enabled(t)) {
+        lin_ctx *k = sp_tape_alloc(t, sizeof *k);
+        if (!k) return NULL;
+        *k = (lin_ctx){x, W, b, y, B, D, G};
+        if (sp_tape_record(t, lin_backward, k)) return NULL;
+    }
+    return y;
+}
+
+/* ------------------------------------------------------------------ head */
+
+#define HEAD_OUT 9
+
+typedef struct head_ctx {
+    const sp_tensor *h, *W1, *b1, *W2, *b2;
+    sp_tensor *z;
+    float *a;    // (B, A) hidden sigmoid activations
+    float *so;   // (B, 9) sigmoid of the head outputs o
+    float *eps;  // (B, 4) the noise (zeros when none)
+    float *dO;   // (B, 9) scratch: gradient w.r.t. o
+    float *dpre; // (B, A) scratch: gradient w.r.t. the hidden pre-activations
+    sp_supair_bounds bd;
+    int B, H, A;
+} head_ctx;
+
+static void head_backward(void *p) {
+    head_ctx *k = p;
+    const int B = k->B, H = k->H, A = k->A;
+    const sp_supair_bounds *bd = &k->bd;
+    const float *dz = k->z->grad;
+    const float ds = bd->scale_max - bd->scale_min, dr = bd->ratio_max - bd->ratio_min;
+    for (int i = 0; i < B; i++) {
+        const float *s = k->so + (size_t)i * HEAD_OUT, *e = k->eps + (size_t)i * 4;
+        const float *g = dz + (size_t)i * SP_SUPAIR_ZW;
+        float *d = k->dO + (size_t)i * HEAD_OUT;
+        float sxm = bd->scale_min + ds * s[1], r = bd->ratio_min + dr * s[2];
+        d[0] = g[0] * s[0] * (1.0f - s[0]);
+        // sy's mean is sx_mean * r
+        float dsxm = g[1] + g[2] * r, drr = g[2] * sxm;
+        d[1] = dsxm * ds * s[1] * (1.0f - s[1]);
+        d[2] = drr * dr * s[2] * (1.0f - s[2]);
+        d[3] = g[3] * bd->pos_max * s[3] * (1.0f - s[3]);
+        d[4] = g[4] * bd->pos_max * s[4] * (1.0f - s[4]);
+        for (int j = 0; j < 4; j++) {
+            float sj = s[5 + j], sd = bd->std_max * sj;
+            // z_j = mu_j + std_j eps_j;  log q = sum_j -eps_j^2/2 - log std_j - log(2 pi)/2
+            float dstd = g[1 + j] * e[j] - g[5] / sd;
+            d[5 + j] = dstd * bd->std_max * sj * (1.0f - sj);
+        }
+    }
+    if (sp_needs_grad(k->W2))  // dW2 (A,9) += a^T dO
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, A, HEAD_OUT, B, 1.0f, k->a, A, k->dO,
+                    HEAD_OUT, 1.0f, k->W2->grad, HEAD_OUT);
+    if (sp_needs_grad(k->b2))
+        for (int i = 0; i < B; i++)
+            for (int j = 0; j < HEAD_OUT; j++) k->b2->grad[j] += k->dO[(size_t)i * HEAD_OUT + j];
+    // dpre (B,A) = (dO W2^T) * a (1 - a)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, A, HEAD_OUT, 1.0f, k->dO, HEAD_OUT,
+                k->W2->val, HEAD_OUT, 0.0f, k->dpre, A);
+    for (long e = 0; e < (long)B * A; e++) k->dpre[e] *= k->a[e] * (1.0f - k->a[e]);
+    if (sp_needs_grad(k->W1))  // dW1 (H,A) += h^T dpre
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, H, A, B, 1.0f, k->h->val, H, k->dpre,
+                    A, 1.0f, k->W1->grad, A);
+    if (sp_needs_grad(k->b1))
+        for (int i = 0; i < B; i++)
+            for (int j = 0; j < A; j++) k->b1->grad[j] += k->dpre[(size_t)i * A + j];
+    if (sp_needs_grad(k->h))  // dh (B,H) += dpre W1^T
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, H, A, 1.0f, k->dpre, A,
+                    k->W1->val, A, 1.0f, k->h->grad, H);
+}
+
+sp_tensor *sp_supair_head(sp_tape *t, const sp_tensor *h, const sp_tensor *W1, const sp_tensor *b1,
+                          const sp_tensor *W2, const sp_tensor *b2, const float *eps,
+                          const sp_supair_bounds *bd) {
+    if (!h || !W1 || !b1 || !W2 || !b2) return NULL;
+    if (!shape2(h, -1, -1) || !shape2(W1, h->shape[1], -1) || b1->size != W1->shape[1] ||
+        !shape2(W2, W1->shape[1], HEAD_OUT) || b2->size != HEAD_OUT) {
+        sp_tape_set_failed(t);
+        return NULL;
+    }
+    const int B = h->shape[0], H = h->shape[1], A = W1->shape[1];
+    const int rg = sp_needs_grad(h) || sp_needs_grad(W1) || sp_needs_grad(b1) ||
+                   sp_needs_grad(W2) || sp_needs_grad(b2);
+    sp_tensor *z = sp_tensor_2d(t, B, SP_SUPAIR_ZW, rg);
+    float *a = sp_tape_alloc(t, (size_t)B * A * sizeof(float));
+    float *so = sp_tape_alloc(t, (size_t)B * HEAD_OUT * sizeof(float));
+    float *ep = sp_tape_calloc(t, (size_t)B * 4 * sizeof(float));
+    if (!z || !a || !so || !ep) return NULL;
+    if (eps) memcpy(ep, eps, (size_t)B * 4 * sizeof(float));
+
+    for (int i = 0; i < B; i++) memcpy(a + (size_t)i * A, b1->val, (size_t)A * sizeof(float));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, A, H, 1.0f, h->val, H, W1->val, A,
+                1.0f, a, A);
+    for (long e = 0; e < (long)B * A; e++) a[e] = sigm(a[e]);
+    for (int i = 0; i < B; i++) memcpy(so + (size_t)i * HEAD_OUT, b2->val, HEAD_OUT * sizeof(float));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, HEAD_OUT, A, 1.0f, a, A, W2->val,
+                HEAD_OUT, 1.0f, so, HEAD_OUT);
+
+    const float ds = bd->scale_max - bd->scale_min, dr = bd->ratio_max - bd->ratio_min;
+    const float half_log_2pi = 0.91893853320467274178f;
+    for (int i = 0; i < B; i++) {
+        float *s = so + (size_t)i * HEAD_OUT, *zr = z->val + (size_t)i * SP_SUPAIR_ZW;
+        const float *e = ep + (size_t)i * 4;
+        for (int j = 0; j < HEAD_OUT; j++) s[j] = sigm(s[j]);
+        float sxm = bd->scale_min + ds * s[1];
+        float r = bd->ratio_min + dr * s[2];
+        float mu[4] = {sxm, sxm * r, bd->pos_max * s[3], bd->pos_max * s[4]};
+        float lq = 0.0f;
+        zr[0] = s[0];
+        for (int j = 0; j < 4; j++) {
+            float sd = bd->std_max * s[5 + j];
+            zr[1 + j] = mu[j] + sd * e[j];
+            lq += -0.5f * e[j] * e[j] - logf(sd) - half_log_2pi;
+        }
+        zr[5] = lq;
+    }
+
+    if (rg && sp_tape_grad_enabled(t)) {
+        head_ctx *k = sp_tape_alloc(t, sizeof *k);
+        float *dO = sp_tape_alloc(t, (size_t)B * HEAD_OUT * sizeof(float));
+        float *dpre = sp_tape_alloc(t, (size_t)B * A * sizeof(float));
+        if (!k || !dO || !dpre) return NULL;
+        *k = (head_ctx){h, W1, b1, W2, b2, z, a, so, ep, dO, dpre, *bd, B, H, A};
+        if (sp_tape_record(t, head_backward, k)) return NULL;
+    }
+    return z;
+}
+
+/* ----------------------------------------------------------------- theta */
+
+typedef struct theta_ctx {
+    sp_tensor *z[8];
+    sp_tensor *th;
+    int K, B;
+} theta_ctx;
+
+static void theta_backward(void *p) {
+    theta_ctx *k = p;
+    for (int s = 0; s < k->K; s++) {
+        if (!sp_needs_grad(k->z[s])) continue;
+        for (int b = 0; b < k->B; b++) {
+            const float *g = k->th->grad + ((size_t)b * k->K + s) * 6;
+            float *dz = k->z[s]->grad + (size_t)b * SP_SUPAIR_ZW;
+            dz[1] += g[0], dz[2] += g[4], dz[3] += g[2], dz[4] += g[5];
+        }
+    }
+}
+
+sp_tensor *sp_supair_theta(sp_tape *t, sp_tensor *const *z, int K, float shift) {
+    if (K < 1 || K > 8) {
+        sp_tape_set_failed(t);
+        return NULL;
+    }
+    int rg = 0;
+    for (int s = 0; s < K; s++) {
+        if (!z[s]) return NULL;
+        if (!shape2(z[s], z[0]->shape[0], SP_SUPAIR_ZW)) {
+            sp_tape_set_failed(t);
+            return NULL;
+        }
+        rg |= sp_needs_grad(z[s]);
+    }
+    const int B = z[0]->shape[0];
+    sp_tensor *th = sp_tensor_2d(t, B * K, 6, rg);
+    if (!th) return NULL;
+    for (int b = 0; b < B; b++)
+        for (int s = 0; s < K; s++) {
+            const float *zr = z[s]->val + (size_t)b * SP_SUPAIR_ZW;
+            float *o = th->val + ((size_t)b * K + s) * 6;
+            o[0] = zr[1], o[1] = 0.0f, o[2] = zr[3] + shift;
+            o[3] = 0.0f, o[4] = zr[2], o[5] = zr[4] + shift;
+        }
+    if (rg && sp_tape_grad_enabled(t)) {
+        theta_ctx *k = sp_tape_alloc(t, sizeof *k);
+        if (!k) return NULL;
+        memset(k, 0, sizeof *k);
+        for (int s = 0; s < K; s++) k->z[s] = z[s];
+        k->th = th, k->K = K, k->B = B;
+        if (sp_tape_record(t, theta_backward, k)) return NULL;
+    }
+    return th;
+}
+
+/* ------------------------------------------------------------- occlusion */
+
+typedef struct occ_ctx {
+    const sp_tensor *raw;
+    sp_tensor *pad, *marg;
+    int B, K, H, W;
+} occ_ctx;
+
+static void occ_backward(void *p) {
+    occ_ctx *k = p;
+    const int B = k->B, K = k->K, H = k->H, W = k->W, HW = H * W, PW = W + 2;
+    const long PHW = (long)(H + 2) * PW;
+    const float *dpad = k->pad->grad, *dmarg = k->marg->grad;
+    float *draw = k->raw->grad;
+#pragma omp parallel for schedule(static) if ((long)B * K * HW >= SUPAIR_OMP_MIN)
+    for (int b = 0; b < B; b++) {
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++) {
+                const int q = y * W + x;
+                const long pq = (long)(y + 1) * PW + (x + 1);
+                // g = dL/dbg_i, walked from the last map back to bg_0
+                float g = dmarg ? -dmarg[((size_t)b * (K + 1) + K) * HW + q] : 0.0f;
+                for (int i = K - 1; i >= 0; i--) {
+                    const size_t bi = (size_t)b * K + i;
+                    float rv = k->raw->val[bi * HW + q];
+                    float s = fminf(fmaxf(rv, 0.0f), 1.0f);
+                    float bgi = k->pad->val[bi * PHW + pq];
+                    if (draw && rv >= 0.0f && rv <= 1.0f) draw[bi * HW + q] += -g * bgi;
+                    g = g * (1.0f - s);
+                    if (dpad) g += dpad[bi * PHW + pq];
+                    if (dmarg) g -= dmarg[((size_t)b * (K + 1) + i) * HW + q];
+                }
+            }
+    }
+}
+
+int sp_supair_occlusion(sp_tape *t, const sp_tensor *raw, int K, sp_tensor **bg_pad,
+                        sp_tensor **marg_bg) {
+    *bg_pad = *marg_bg = NULL;
+    if (!raw) return SP_ERUNTIME;
+    if (raw->ndim != 3 || K < 1 || raw->shape[0] % K != 0) {
+        sp_tape_set_failed(t);
+        return SP_EINPUT;
+    }
+    const int B = raw->shape[0] / K, H = raw->shape[1], W = raw->shape[2], HW = H * W;
+    const int PW = W + 2;
+    const long PHW = (long)(H + 2) * PW;
+    const int rg = sp_needs_grad(raw);
+    sp_tensor *pad = sp_tensor_3d(t, B * K, H + 2, PW, rg);
+    sp_tensor *marg = sp_tensor_2d(t, B * (K + 1), HW, rg);
+    if (!pad || !marg) return SP_ERUNTIME;
+    memset(pad->val, 0, (size_t)pad->size * sizeof(float));
+#pragma omp parallel for schedule(static) if ((long)B * K * HW >= SUPAIR_OMP_MIN)
+    for (int b = 0; b < B; b++) {
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++) {
+                const int q = y * W + x;
+                const long pq = (long)(y + 1) * PW + (x + 1);
+                float bg = 1.0f;
+                for (int i = 0; i < K; i++) {
+                    const size_t bi = (size_t)b * K + i;
+                    pad->val[bi * PHW + pq] = bg;
+                    marg->val[((size_t)b * (K + 1) + i) * HW + q] = 1.0f - bg;
+                    float s = fminf(fmaxf(raw->val[bi * HW + q], 0.0f), 1.0f);
+                    bg *= 1.0f - s;
+                }
+                marg->val[((size_t)b * (K + 1) + K) * HW + q] = 1.0f - bg;
+            }
+    }
+    if (rg && sp_tape_grad_enabled(t)) {
+        occ_ctx *k = sp_tape_alloc(t, sizeof *k);
+        if (!k) return SP_ERUNTIME;
+        *k = (occ_ctx){raw, pad, marg, B, K, H, W};
+        if (sp_tape_record(t, occ_backward, k)) return SP_ERUNTIME;
+    }
+    *bg_pad = pad;
+    *marg_bg = marg;
+    return SP_OK;
+}
+
+/* ------------------------------------------------------------- one minus */
+
+typedef struct om_ctx {
+    const sp_tensor *x;
+    sp_tensor *y;
+} om_ctx;
+
+static void om_backward(void *p) {
+    om_ctx *k = p;
+    for (long e = 0; e < k->x->size; e++) k->x->grad[e] -= k->y->grad[e];
+}
+
+sp_tensor *sp_supair_one_minus(sp_tape *t, const sp_tensor *x) {
+    if (!x) return NULL;
+    const int rg = sp_needs_grad(x);
+    sp_tensor *y = sp_tensor_new(t, x->ndim, x->shape, rg);
+    if (!y) return NULL;
+    for (long e = 0; e < x->size; e++) y->val[e] = 1.0f - x->val[e];
+    if (rg && sp_tape_grad_enabled(t)) {
+        om_ctx *k = sp_tape_alloc(t, sizeof *k);
+        if (!k) return NULL;
+        *k = (om_ctx){x, y};
+        if (sp_tape_record(t, om_backward, k)) return NULL;
+    }
+    return y;
+}
+
+/* ------------------------------------------------------------------ ELBO */
+
+#define ELBO_KMAX 8
+
+typedef struct elbo_ctx {
+    sp_tensor *z[ELBO_KMAX];
+    const sp_tensor *lpo, *vis, *lpb;
+    sp_tensor *loss;
+    double *ov;  // (B*K) overlap ratios
+    sp_supair_prior pr;
+    int B, K, P;
+} elbo_ctx;
+
+/* Everything per scene that both passes need, in double: the count
+ * posterior q(k) and log p(x, z | n=k). */
+typedef struct scene_terms {
+    double rho[ELBO_KMAX], sx[ELBO_KMAX], sy[ELBO_KMAX], lpo[ELBO_KMAX], lpov[ELBO_KMAX];
+    double q[ELBO_KMAX + 1], pxz[ELBO_KMAX + 1], lq;
+} scene_terms;
+
+static double scene_eval(const elbo_ctx *k, int b, scene_terms *st) {
+    const int K = k->K;
+    const double log_cp = log((double)k->pr.count_p), log_rate = log((double)k->pr.overlap_rate);
+    st->lq = 0.0;
+    for (int i = 0; i < K; i++) {
+        const float *zr = k->z[i]->val + (size_t)b * SP_SUPAIR_ZW;
+        st->rho[i] = zr[0], st->sx[i] = zr[1], st->sy[i] = zr[2];
+        st->lq += zr[5];
+        st->lpo[i] = k->lpo->val[(size_t)b * K + i];
+        st->lpov[i] = log_rate - (double)k->pr.overlap_rate * k->ov[(size_t)b * K + i];
+    }
+    double P = 1.0, cum = 0.0;
+    for (int n = 0; n <= K; n++) {
+        st->q[n] = n < K ? P * (1.0 - st->rho[n]) : P;
+        st->pxz[n] = cum + k->lpb->val[(size_t)b * (K + 1) + n] + log_cp -
+                     (double)k->pr.count_p * n;
+        if (n < K) {
+            P *= st->rho[n];
+            cum += st->sx[n] * st->sy[n] * st->lpo[n] + st->lpov[n];
+        }
+    }
+    double e = 0.0;
+    for (int n = 0; n <= K; n++) e += st->q[n] * (st->pxz[n] - log(st->q[n] + 1e-37) - st->lq);
+    return e;
+}
+
+static void elbo_backward(void *p) {
+    elbo_ctx *k = p;
+    const int K = k->K, P = k->P;
+    const double dE = -(double)k->loss->grad[0];
+    for (int b = 0; b < k->B; b++) {
+        scene_terms st;
+        scene_eval(k, b, &st);
+        double dq[ELBO_KMAX + 1], dpxz[ELBO_KMAX + 1], sumq = 0.0;
+        for (int n = 0; n <= K; n++) {
+            dpxz[n] = st.q[n] * dE;
+            dq[n] = (st.pxz[n] - log(st.q[n] + 1e-37) - st.q[n] / (st.q[n] + 1e-37) - st.lq) * dE;
+            sumq += st.q[n];
+        }
+        for (int j = 0; j < K; j++) {
+            // q_n = prod_{i<n} rho_i (1 - rho_n) (n < K), q_K = prod_{i<K} rho_i
+            double drho = 0.0;
+            for (int n = j; n <= K; n++) {
+                double d;
+                if (n == j) {
+                    d = -1.0;
+                    for (int i = 0; i < n; i++) d *= st.rho[i];
+                } else {
+                    d = n < K ? 1.0 - st.rho[n] : 1.0;
+                    for (int i = 0; i < n; i++)
+                        if (i != j) d *= st.rho[i];
+                }
+                drho += dq[n] * d;
+            }
+            double dcum = 0.0;  // object j enters log p(x,z|n) for every n > j
+            for (int n = j + 1; n <= K; n++) dcum += dpxz[n];
+            sp_tensor *zt = k->z[j];
+            if (sp_needs_grad(zt)) {
+                float *g = zt->grad + (size_t)b * SP_SUPAIR_ZW;
+                g[0] += (float)drho;
+                g[1] += (float)(dcum * st.sy[j] * st.lpo[j]);
+                g[2] += (float)(dcum * st.sx[j] * st.lpo[j]);
+                g[5] += (float)(-sumq * dE);
+            }
+            if (sp_needs_grad(k->lpo))
+                k->lpo->grad[(size_t)b * K + j] += (float)(dcum * st.sx[j] * st.sy[j]);
+            if (sp_needs_grad(k->vis)) {
+                // ratio = 1 - mean(vis): d/dvis = -1/P; d lpov / d ratio = -rate
+                float gv = (float)(dcum * (double)k->pr.overlap_rate / P);
+                float *gr = k->vis->grad + ((size_t)b * K + j) * P;
+                for (int q = 0; q < P; q++) gr[q] += gv;
+            }
+        }
+        if (sp_needs_grad(k->lpb))
+            for (int n = 0; n <= K; n++) k->lpb->grad[(size_t)b * (K + 1) + n] += (float)dpxz[n];
+    }
+}
+
+sp_tensor *sp_supair_elbo(sp_tape *t, sp_tensor *const *z, int K, const sp_tensor *logp_obj,
+                          const sp_tensor *vis, const sp_tensor *logp_bg,
+                          const sp_supair_prior *pr, double *elbo_out, double *count_out) {
+    if (K < 1 || K > ELBO_KMAX) {
+        sp_tape_set_failed(t);
+        return NULL;
+    }
+    if (!logp_obj || !vis || !logp_bg) return NULL;
+    int rg = sp_needs_grad(logp_obj) || sp_needs_grad(vis) || sp_needs_grad(logp_bg);
+    for (int s = 0; s < K; s++) {
+        if (!z[s]) return NULL;
+        rg |= sp_needs_grad(z[s]);
+    }
+    const int B = z[0]->shape[0];
+    const int P = vis->ndim >= 2 ? (int)(vis->size / vis->shape[0]) : 0;
+    int ok = vis->ndim >= 2 && vis->shape[0] == B * K && P > 0 && logp_obj->size == (long)B * K &&
+             logp_bg->size == (long)B * (K + 1);
+    for (int s = 0; s < K; s++) ok = ok && shape2(z[s], B, SP_SUPAIR_ZW);
+    if (!ok) {
+        sp_tape_set_failed(t);
+        return NULL;
+    }
+    sp_tensor *loss = sp_tensor_1d(t, 1, rg);
+    elbo_ctx *k = sp_tape_alloc(t, sizeof *k);
+    double *ov = sp_tape_alloc(t, (size_t)B * K * sizeof(double));
+    if (!loss || !k || !ov) return NULL;
+    memset(k, 0, sizeof *k);
+    for (int s = 0; s < K; s++) k->z[s] = z[s];
+    k->lpo = logp_obj, k->vis = vis, k->lpb = logp_bg, k->loss = loss, k->ov = ov;
+    k->pr = *pr, k->B = B, k->K = K, k->P = P;
+    for (long r = 0; r < (long)B * K; r++) {
+        const float *v = vis->val + r * P;
+        double s = 0.0;
+        for (int q = 0; q < P; q++) s += v[q];
+        ov[r] = 1.0 - s / P;
+    }
+    double total = 0.0;
+    for (int b = 0; b < B; b++) {
+        scene_terms st;
+        double e = scene_eval(k, b, &st);
+        total += e;
+        if (elbo_out) elbo_out[b] = e;
+        if (count_out) {
+            double c = 0.0;
+            for (int n = 1; n <= K; n++) c += n * st.q[n];
+            count_out[b] = c;
+        }
+    }
+    loss->val[0] = (float)(-total);
+    if (rg && sp_tape_grad_enabled(t))
+        if (sp_tape_record(t, elbo_backward, k)) return NULL;
+    return loss;
+}
+
+/* ------------------------------------------------------------ evaluation */
+
+double sp_supair_box_iou(const float *a, const float *b) {
+    double ax0 = a[0], ay0 = a[1], ax1 = a[0] + a[2], ay1 = a[1] + a[3];
+    double bx0 = b[0], by0 = b[1], bx1 = b[0] + b[2], by1 = b[1] + b[3];
+    double ix = fmin(ax1, bx1) - fmax(ax0, bx0) + 1.0, iy = fmin(ay1, by1) - fmax(ay0, by0) + 1.0;
+    double inter = (ix > 0.0 ? ix : 0.0) * (iy > 0.0 ? iy : 0.0);
+    double area_a = (ax1 - ax0 + 1.0) * (ay1 - ay0 + 1.0);
+    double area_b = (bx1 - bx0 + 1.0) * (by1 - by0 + 1.0);
+    double uni = area_a + area_b - inter;
+    return uni > 0.0 ? inter / uni : 0.0;
+}
+
+double sp_supair_scene_iou(int n_pred, int n_true, const float *pred, const float *truth,
+                           float pad) {
+    int matched[64] = {0};
+    if (n_true > 64) n_true = 64;
+    int n = n_pred < n_true ? n_pred : n_true;
+    double score = 0.0;
+    for (int j = 0; j < n; j++) {
+        const float *pj = pred + (size_t)j * 4;
+        float pb[4] = {pj[0] - pad, pj[1] - pad, pj[2] + 2.0f * pad, pj[3] + 2.0f * pad};
+        double best = -1.0;
+        int best_k = -1;
+        for (int q = 0; q < n_true; q++) {
+            if (matched[q]) continue;
+            double v = sp_supair_box_iou(pb, truth + (size_t)q * 4);
+            if (v > best) best = v, best_k = q;
+        }
+        if (best_k >= 0) {
+            score += best;
+            matched[best_k] = 1;
+        }
+    }
+    return score;
+}

@@ -1,0 +1,776 @@
+/* RAT-SPN structure, parameters and the coarse log-likelihood op (spn.h).
+ *
+ * One sp_spn_logp call is one tape node. Forward and backward run per fixed
+ * chunk of NB examples inside an OpenMP team (static partition of chunks);
+ * every matrix product is a single-threaded sgemm on a chunk:
+ *   leaves:  L (nb, K) = F (nb, 3n) x Theta (3n, K), where F gathers the
+ *            region's pixels as [w, w x, w x^2] and Theta = [A; B; C] holds
+ *            A = -log(2 pi v)/2 - mu^2/(2v), B = mu/v, C = -1/(2v);
+ *   sums:    Z (nb, S) = (exp(a - max a) (x) exp(b - max b)) x softmax(W)^T,
+ *            value = max a + max b + log Z;
+ *   root:    per repetition z_r = ea . (Wr eb), then a log-sum-exp over r.
+ * Backward recomputes the cheap exponentials instead of storing the (nb, C)
+ * outer products; it keeps only the level values, Z and the root terms.
+ * Parameter gradients are accumulated per thread in the "derived" layout
+ * (dTheta, dsoftmax(W)) and turned into gradients of mu, the variance
+ * parameter and the logits once, after an ordered reduction. */
+#include "supair/spn.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "supair/rng.h"
+
+/* RNG site ids (stream s0) of the structure draw and the initialisation. */
+#define SITE_STRUCTURE 0x53504e53u /* "SPNS" */
+#define SITE_INIT 0x53504e49u      /* "SPNI" */
+
+/* exp(d) for d below -EXP_CUT is dropped: relative to the max term (1) it is
+ * < 4e-18, far under float resolution, and products of two such factors stay
+ * well above FLT_MIN, so the GEMMs do not meet denormals. */
+#define EXP_CUT 40.0f
+/* Floor of a sum's linear value: it is at least the weight of its largest
+ * child, so this only guards log(0) when weights themselves underflow. */
+#define Z_MIN 1e-30f
+
+struct sp_spn {
+    sp_spn_config cfg;
+    int D, d, R, K, S, G0;
+    int *perm;      /* (R, D) variable at each position */
+    int *region_of; /* (R, D) leaf region of each variable */
+    int *off;       /* (G0 + 1) region starts */
+    int maxlen;     /* largest leaf region */
+    int width[SP_SPN_MAX_DEPTH];  /* values per region at level l */
+    int groups[SP_SPN_MAX_DEPTH]; /* regions per repetition at level l */
+    int ctop;                     /* width[d-1]^2 top products per repetition */
+    int cmax;                     /* largest product region */
+    /* "derived" layout: Theta (R, D, 3, K) by region, normalised sum weights
+     * per level, normalised root weights. Also the layout of the partial
+     * gradients. */
+    long dw_off[SP_SPN_MAX_DEPTH], droot_off, n_derived;
+    int nb; /* examples per chunk */
+    int has_params;
+    int i_mean, i_var, i_sum[SP_SPN_MAX_DEPTH], i_root;
+    char prefix[48];
+};
+
+/* ---------------------------------------------------------------- config */
+
+sp_spn_config sp_spn_config_object(uint64_t structure_seed) {
+    return (sp_spn_config){.n_vars = 784, .depth = 2, .repetitions = 6, .n_leaf = 20,
+                           .n_sum = 20, .var_min = 0.12f, .var_max = 0.35f,
+                           .structure_seed = structure_seed};
+}
+
+sp_spn_config sp_spn_config_background(uint64_t structure_seed) {
+    return (sp_spn_config){.n_vars = 2500, .depth = 1, .repetitions = 3, .n_leaf = 6,
+                           .n_sum = 6, .var_min = 0.002f, .var_max = 0.12f,
+                           .structure_seed = structure_seed};
+}
+
+static int check_config(const sp_spn_config *c, sp_error *err) {
+    if (c->depth < 1 || c->depth > SP_SPN_MAX_DEPTH)
+        return sp_fail(err, SP_EINPUT, "spn: depth %d out of range 1..%d", c->depth,
+                       SP_SPN_MAX_DEPTH);
+    if (c->n_vars < (1 << c->depth) || c->n_vars > (1 << 24))
+        return sp_fail(err, SP_EINPUT, "spn: n_vars %d must be in 2^depth (%d) .. 2^24",
+                       c->n_vars, 1 << c->depth);
+    if (c->repetitions < 1 || c->repetitions > 4096)
+        return sp_fail(err, SP_EINPUT, "spn: repetitions %d out of range 1..4096",
+                       c->repetitions);
+    if (c->n_leaf < 1 || c->n_leaf > 256)
+        return sp_fail(err, SP_EINPUT, "spn: n_leaf %d out of range 1..256", c->n_leaf);
+    if (c->depth > 1 && (c->n_sum < 1 || c->n_sum > 256))
+        return sp_fail(err, SP_EINPUT, "spn: n_sum %d out of range 1..256", c->n_sum);
+    if (!(c->var_min > 0.0f) || !(c->var_max >= c->var_min) || !isfinite(c->var_max))
+        return sp_fail(err, SP_EINPUT, "spn: variance range [%g, %g] must satisfy 0 < min <= max",
+                       (double)c->var_min, (double)c->var_max);
+    return SP_OK;
+}
+
+/* Region starts of a balanced halving of n items to depth `depth`: the left
+ * half of a region of m items gets m/2 (floor). */
+static void split_offsets(int *off, int lo, int n, int depth, int *k) {
+    if (depth == 0) {
+        off[(*k)++] = lo;
+        return;
+    }
+    split_offsets(off, lo, n / 2, depth - 1, k);
+    split_offsets(off, lo + n / 2, n - n / 2, depth - 1, k);
+}
+
+static long align16(long n) { return (n + 15) / 16 * 16; }
+
+int sp_spn_create(sp_spn **out, const sp_spn_config *cfg, sp_error *err) {
+    *out = NULL;
+    int rc = check_config(cfg, err);
+    if (rc) return rc;
+    sp_spn *s = calloc(1, sizeof *s);
+    if (!s) return sp_fail(err, SP_ERUNTIME, "spn: out of memory");
+    s->cfg = *cfg;
+    s->D = cfg->n_vars;
+    s->d = cfg->depth;
+    s->R = cfg->repetitions;
+    s->K = cfg->n_leaf;
+    s->S = cfg->depth > 1 ? cfg->n_sum : 0;
+    s->G0 = 1 << s->d;
+    s->perm = malloc((size_t)s->R * s->D * sizeof(int));
+    s->region_of = malloc((size_t)s->R * s->D * sizeof(int));
+    s->off = malloc((size_t)(s->G0 + 1) * sizeof(int));
+    if (!s->perm || !s->region_of || !s->off) {
+        sp_spn_free(s);
+        return sp_fail(err, SP_ERUNTIME, "spn: out of memory");
+    }
+    int k = 0;
+    split_offsets(s->off, 0, s->D, s->d, &k);
+    s->off[s->G0] = s->D;
+    s->maxlen = 0;
+    for (int j = 0; j < s->G0; j++)
+        if (s->off[j + 1] - s->off[j] > s->maxlen) s->maxlen = s->off[j + 1] - s->off[j];
+
+    /* One Fisher-Yates shuffle per repetition, from its own counter-based
+     * stream: repetition r's split does not depend on R. */
+    for (int r = 0; r < s->R; r++) {
+        int *pr = s->perm + (long)r * s->D;
+        for (int i = 0; i < s->D; i++) pr[i] = i;
+        sp_rng rng;
+        sp_rng_init(&rng, cfg->structure_seed, SITE_STRUCTURE, (uint32_t)r, 0);
+        for (int i = s->D - 1; i > 0; i--) {
+            int j = (int)(((uint64_t)sp_rng_u32(&rng) * (uint64_t)(i + 1)) >> 32);
+            int tmp = pr[i];
+            pr[i] = pr[j];
+            pr[j] = tmp;
+        }
+        for (int j = 0; j < s->G0; j++)
+            for (int i = s->off[j]; i < s->off[j + 1]; i++)
+                s->region_of[(long)r * s->D + pr[i]] = j;
+    }
+
+    s->width[0] = s->K;
+    s->groups[0] = s->G0;
+    for (int l = 1; l < s->d; l++) {
+        s->width[l] = s->S;
+        s->groups[l] = s->G0 >> l;
+    }
+    s->ctop = s->width[s->d - 1] * s->width[s->d - 1];
+    s->cmax = s->ctop;
+    long o = align16(3L * s->R * s->D * s->K);
+    for (int l = 1; l < s->d; l++) {
+        int c = s->width[l - 1] * s->width[l - 1];
+        if (c > s->cmax) s->cmax = c;
+        s->dw_off[l] = o;
+        o += align16((long)s->R * s->groups[l] * s->S * c);
+    }
+    s->droot_off = o;
+    s->n_derived = o + align16((long)s->R * s->ctop);
+
+    /* Chunk size: the gathered leaf features of a chunk (nb x 3 x region)
+     * should stay in L2 for the backward GEMMs; more rows amortise the
+     * GEMM set-up. A function of the config only, never of the threads. */
+    int nb = (int)((384L * 1024) / (3L * s->maxlen * (long)sizeof(float)));
+    nb = nb / 8 * 8;
+    if (nb < 16) nb = 16;
+    if (nb > 128) nb = 128;
+    s->nb = nb;
+    *out = s;
+    return SP_OK;
+}
+
+void sp_spn_free(sp_spn *s) {
+    if (!s) return;
+    free(s->perm);
+    free(s->region_of);
+    free(s->off);
+    free(s);
+}
+
+const sp_spn_config *sp_spn_get_config(const sp_spn *s) { return &s->cfg; }
+uint64_t sp_spn_structure_seed(const sp_spn *s) { return s->cfg.structure_seed; }
+int sp_spn_n_leaf_regions(const sp_spn *s) { return s->G0; }
+const int *sp_spn_perm(const sp_spn *s, int rep) { return s->perm + (long)rep * s->D; }
+const int *sp_spn_region_offsets(const sp_spn *s) { return s->off; }
+int sp_spn_leaf_region(const sp_spn *s, int rep, int var) {
+    return s->region_of[(long)rep * s->D + var];
+}
+
+long sp_spn_n_params(const sp_spn *s) {
+    long n = 2L * s->R * s->D * s->K + (long)s->R * s->ctop;
+    for (int l = 1; l < s->d; l++)
+        n += (long)s->R * s->groups[l] * s->S * s->width[l - 1] * s->width[l - 1];
+    return n;
+}
+
+double sp_spn_flops(const sp_spn *s, int backward, int input_grads) {
+    double leaf = 2.0 * 3.0 * s->D * s->K * s->R;
+    double sum = 0;
+    for (int l = 1; l < s->d; l++)
+        sum += 2.0 * s->R * s->groups[l] * s->S * (double)s->width[l - 1] * s->width[l - 1];
+    double top = 2.0 * s->R * s->ctop;
+    if (!backward) return leaf + sum + top;
+    return leaf * (input_grads ? 2 : 1) + 2 * sum + 3 * top;
+}
+
+/* ------------------------------------------------------------ parameters */
+
+int sp_spn_add_params(sp_spn *s, sp_params *p, const char *prefix, sp_error *err) {
+    if (!prefix || strlen(prefix) >= sizeof s->prefix)
+        return sp_fail(err, SP_EINPUT, "spn: parameter prefix '%s' empty or too long",
+                       prefix ? prefix : "(null)");
+    strcpy(s->prefix, prefix);
+    char name[64];
+    snprintf(name, sizeof name, "%s/leaf_mean", prefix);
+    if ((s->i_mean = sp_params_add(p, name, 3, (int[]){s->R, s->D, s->K}, err)) < 0)
+        return err ? err->code : SP_EINPUT;
+    snprintf(name, sizeof name, "%s/leaf_var", prefix);
+    if ((s->i_var = sp_params_add(p, name, 3, (int[]){s->R, s->D, s->K}, err)) < 0)
+        return err ? err->code : SP_EINPUT;
+    for (int l = 1; l < s->d; l++) {
+        int c = s->width[l - 1] * s->width[l - 1];
+        snprintf(name, sizeof name, "%s/sum%d", prefix, l);
+        if ((s->i_sum[l] = sp_params_add(p, name, 4, (int[]){s->R, s->groups[l], s->S, c}, err)) <
+            0)
+            return err ? err->code : SP_EINPUT;
+    }
+    snprintf(name, sizeof name, "%s/root", prefix);
+    if ((s->i_root = sp_params_add(p, name, 2, (int[]){s->R, s->ctop}, err)) < 0)
+        return err ? err->code : SP_EINPUT;
+    s->has_params = 1;
+    return SP_OK;
+}
+
+static uint32_t fnv1a(const char *str) {
+    uint32_t h = 2166136261u;
+    for (; *str; str++) h = (h ^ (uint8_t)*str) * 16777619u;
+    return h;
+}
+
+static void init_tensor(float *v, long n, float std, uint64_t seed, uint32_t prefix_hash,
+                        uint32_t which) {
+    sp_rng rng;
+    sp_rng_init(&rng, seed, SITE_INIT, prefix_hash, which);
+    for (long i = 0; i < n; i++) v[i] = sp_rng_trunc_normal(&rng, std);
+}
+
+void sp_spn_init_params(const sp_spn *s, sp_params *p, uint64_t seed) {
+    if (!s->has_params) return;
+    uint32_t h = fnv1a(s->prefix);
+    long nleaf = (long)s->R * s->D * s->K;
+    init_tensor(sp_params_val(p, s->i_mean), nleaf, 0.1f, seed, h, 0);
+    init_tensor(sp_params_val(p, s->i_var), nleaf, 0.1f, seed, h, 1);
+    for (int l = 1; l < s->d; l++)
+        init_tensor(sp_params_val(p, s->i_sum[l]), p->entries[s->i_sum[l]].size, 0.5f, seed, h,
+                    1 + (uint32_t)l);
+    init_tensor(sp_params_val(p, s->i_root), (long)s->R * s->ctop, 0.5f, seed, h, 1000);
+}
+
+/* -------------------------------------------------------------- kernels */
+
+/* Theta of region j of repetition r starts here in the derived buffer. */
+static inline long theta_off(const sp_spn *s, int r, int j) {
+    return 3L * s->K * ((long)r * s->D + s->off[j]);
+}
+
+static inline float sigmoidf(float z) { return 1.0f / (1.0f + expf(-z)); }
+
+/* Softmax of each row of a (rows, n) matrix. */
+static void softmax_rows(float *out, const float *in, long rows, int n) {
+    for (long r = 0; r < rows; r++) {
+        const float *a = in + r * n;
+        float *o = out + r * n;
+        float mx = a[0];
+        for (int i = 1; i < n; i++) mx = a[i] > mx ? a[i] : mx;
+        float sum = 0;
+        for (int i = 0; i < n; i++) {
+            o[i] = expf(a[i] - mx);
+            sum += o[i];
+        }
+        float inv = 1.0f / sum;
+        for (int i = 0; i < n; i++) o[i] *= inv;
+    }
+}
+
+/* Theta and the normalised weights from the parameters. */
+static void compute_derived(const sp_spn *s, const sp_params *p, float *der) {
+    const float *mu = sp_params_val(p, s->i_mean);
+    const float *pv = sp_params_val(p, s->i_var);
+    const float vmin = s->cfg.var_min, vrange = s->cfg.var_max - s->cfg.var_min;
+    const float half_log_2pi = 0.91893853320467274f;
+    const int K = s->K;
+#pragma omp parallel for schedule(static)
+    for (int rj = 0; rj < s->R * s->G0; rj++) {
+        int r = rj / s->G0, j = rj % s->G0;
+        int len = s->off[j + 1] - s->off[j];
+        float *th = der + theta_off(s, r, j);
+        long q0 = ((long)r * s->D + s->off[j]) * K;
+        for (int i = 0; i < len; i++)
+            for (int k = 0; k < K; k++) {
+                long q = q0 + (long)i * K + k;
+                float v = vmin + vrange * sigmoidf(pv[q]);
+                float inv = 1.0f / v, m = mu[q];
+                th[(long)i * K + k] = -half_log_2pi - 0.5f * logf(v) - 0.5f * m * m * inv;
+                th[(long)(len + i) * K + k] = m * inv;
+                th[(long)(2 * len + i) * K + k] = -0.5f * inv;
+            }
+    }
+    for (int l = 1; l < s->d; l++) {
+        int c = s->width[l - 1] * s->width[l - 1];
+        softmax_rows(der + s->dw_off[l], sp_params_val(p, s->i_sum[l]),
+                     (long)s->R * s->groups[l] * s->S, c);
+    }
+    softmax_rows(der + s->droot_off, sp_params_val(p, s->i_root), 1, s->R * s->ctop);
+}
+
+/* Leaf features of one region for rows n0..n0+nb: F (nb, 3 len) =
+ * [w | w x | w x^2] with w = 1 - clip(m, 0, 1) (1 without marg). */
+static void gather(float *F, const float *x, const float *m, long n0, int nb, int D,
+                   const int *pr, int len) {
+    for (int n = 0; n < nb; n++) {
+        const float *xr = x + (n0 + n) * D;
+        float *f = F + (long)n * 3 * len;
+        if (m) {
+            const float *mr = m + (n0 + n) * D;
+            for (int i = 0; i < len; i++) {
+                int q = pr[i];
+                float xv = xr[q], mv = mr[q];
+                float w = 1.0f - (mv < 0.0f ? 0.0f : (mv > 1.0f ? 1.0f : mv));
+                f[i] = w;
+                f[len + i] = w * xv;
+                f[2 * len + i] = w * xv * xv;
+            }
+        } else {
+            for (int i = 0; i < len; i++) {
+                float xv = xr[pr[i]];
+                f[i] = 1.0f;
+                f[len + i] = xv;
+                f[2 * len + i] = xv * xv;
+            }
+        }
+    }
+}
+
+/* Shifted exponentials of nb child vectors v (stride ldv, width w):
+ * e = exp(v - max v), mx = max v, cst = 1 when all entries are equal. */
+static void child_exp(const float *v, long ldv, int nb, int w, float *e, float *mx, float *cst) {
+    for (int n = 0; n < nb; n++) {
+        const float *a = v + n * ldv;
+        float hi = a[0], lo = a[0];
+        for (int i = 1; i < w; i++) {
+            hi = a[i] > hi ? a[i] : hi;
+            lo = a[i] < lo ? a[i] : lo;
+        }
+        mx[n] = hi;
+        cst[n] = (hi == lo) ? 1.0f : 0.0f;
+        float *o = e + (long)n * w;
+        for (int i = 0; i < w; i++) {
+            float dlt = a[i] - hi;
+            o[i] = dlt < -EXP_CUT ? 0.0f : expf(dlt);
+        }
+    }
+}
+
+/* E (nb, w*w) = outer products ea[n] (x) eb[n], a major. */
+static void outer(float *E, const float *ea, const float *eb, int nb, int w) {
+    for (int n = 0; n < nb; n++) {
+        const float *a = ea + (long)n * w, *b = eb + (long)n * w;
+        float *o = E + (long)n * w * w;
+        for (int i = 0; i < w; i++) {
+            float ai = a[i];
+            for (int j = 0; j < w; j++) o[i * w + j] = ai * b[j];
+        }
+    }
+}
+
+/* ------------------------------------------------------------- the op */
+
+typedef struct spn_ctx {
+    const sp_spn *s;
+    const sp_params *p;
+    const float *x, *m; /* (N, D); m may be NULL */
+    float *gx, *gm;     /* may be NULL */
+    sp_tensor *out;
+    int N, T;
+    float *der;                     /* derived parameters */
+    float *V[SP_SPN_MAX_DEPTH];     /* (N, R, groups[l], width[l]) values */
+    float *Z[SP_SPN_MAX_DEPTH];     /* (N, R, groups[l], S) linear sums, l >= 1 */
+    float *mr, *zr;                 /* (N, R) root terms: shift and linear value */
+    float *rootM, *rootT;           /* (N) max shift and sum of the root */
+    float *scratch;                 /* T x scratch_floats */
+    long scratch_floats;
+    float *partial;                 /* T x n_derived gradient partials */
+} spn_ctx;
+
+/* Per-thread scratch carved from one block. */
+typedef struct spn_scratch {
+    float *F, *E, *gE, *ea, *eb, *ta, *tb, *ma, *mb, *ca, *cb, *cr, *gz, *gV[SP_SPN_MAX_DEPTH];
+} spn_scratch;
+
+static long carve(const sp_spn *s, float *base, spn_scratch *sc) {
+    long o = 0;
+    const int nb = s->nb;
+    int wmax = s->K > s->S ? s->K : s->S;
+#define TAKE(ptr, n)                                   \
+    do {                                               \
+        if (base) (ptr) = base + o;                    \
+        o += align16((long)(n));                       \
+    } while (0)
+    TAKE(sc->F, (long)nb * 3 * s->maxlen);
+    TAKE(sc->E, (long)nb * s->cmax);
+    TAKE(sc->gE, (long)nb * s->cmax);
+    TAKE(sc->ea, (long)nb * wmax);
+    TAKE(sc->eb, (long)nb * wmax);
+    TAKE(sc->ta, (long)nb * wmax);
+    TAKE(sc->tb, (long)nb * wmax);
+    TAKE(sc->ma, nb);
+    TAKE(sc->mb, nb);
+    TAKE(sc->ca, nb);
+    TAKE(sc->cb, nb);
+    TAKE(sc->cr, (long)nb * s->R);
+    TAKE(sc->gz, (long)nb * (s->S > 1 ? s->S : 1));
+    for (int l = 0; l < s->d; l++) TAKE(sc->gV[l], (long)nb * s->R * s->groups[l] * s->width[l]);
+#undef TAKE
+    return o;
+}
+
+static inline long vstride(const sp_spn *s, int l) {
+    return (long)s->R * s->groups[l] * s->width[l];
+}
+
+static void forward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch *sc) {
+    const sp_spn *s = c->s;
+    const int K = s->K, S = s->S, R = s->R, d = s->d;
+    for (int r = 0; r < R; r++) {
+        const long vs0 = vstride(s, 0);
+        for (int j = 0; j < s->G0; j++) {
+            int len = s->off[j + 1] - s->off[j];
+            gather(sc->F, c->x, c->m, n0, nb, s->D, s->perm + (long)r * s->D + s->off[j], len);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, K, 3 * len, 1.0f, sc->F,
+                        3 * len, c->der + theta_off(s, r, j), K, 0.0f,
+                        c->V[0] + n0 * vs0 + ((long)r * s->G0 + j) * K, (int)vs0);
+        }
+        for (int l = 1; l < d; l++) {
+            const int w = s->width[l - 1], C = w * w;
+            const long vsi = vstride(s, l - 1), vso = vstride(s, l);
+            for (int g = 0; g < s->groups[l]; g++) {
+                const float *a = c->V[l - 1] + n0 * vsi + ((long)r * s->groups[l - 1] + 2 * g) * w;
+                child_exp(a, vsi, nb, w, sc->ea, sc->ma, sc->ca);
+                child_exp(a + w, vsi, nb, w, sc->eb, sc->mb, sc->cb);
+                outer(sc->E, sc->ea, sc->eb, nb, w);
+                const float *W = c->der + s->dw_off[l] + ((long)r * s->groups[l] + g) * S * C;
+                long o = n0 * vso + ((long)r * s->groups[l] + g) * S;
+                float *z = c->Z[l] + o, *v = c->V[l] + o;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, S, C, 1.0f, sc->E, C, W, C,
+                            0.0f, z, (int)vso);
+                for (int n = 0; n < nb; n++) {
+                    float sh = sc->ma[n] + sc->mb[n];
+                    /* Equal children: the normalised weights sum to 1, so the
+                     * value is exact (full marginalisation gives 0). */
+                    int exact = sc->ca[n] != 0.0f && sc->cb[n] != 0.0f;
+                    for (int k = 0; k < S; k++) {
+                        float zz = z[n * vso + k];
+                        v[n * vso + k] = exact ? sh : sh + logf(zz > Z_MIN ? zz : Z_MIN);
+                    }
+                }
+            }
+        }
+        /* Top product of repetition r against its root weights. */
+        const int w = s->width[d - 1];
+        const long vsi = vstride(s, d - 1);
+        const float *a = c->V[d - 1] + n0 * vsi + (long)r * 2 * w;
+        child_exp(a, vsi, nb, w, sc->ea, sc->ma, sc->ca);
+        child_exp(a + w, vsi, nb, w, sc->eb, sc->mb, sc->cb);
+        const float *Wr = c->der + s->droot_off + (long)r * s->ctop;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, w, w, 1.0f, sc->eb, w, Wr, w, 0.0f,
+                    sc->ta, w);
+        for (int n = 0; n < nb; n++) {
+            float z = 0;
+            for (int i = 0; i < w; i++) z += sc->ea[(long)n * w + i] * sc->ta[(long)n * w + i];
+            c->mr[(n0 + n) * R + r] = sc->ma[n] + sc->mb[n];
+            c->zr[(n0 + n) * R + r] = z;
+            sc->cr[(long)n * R + r] = (sc->ca[n] != 0.0f && sc->cb[n] != 0.0f) ? 1.0f : 0.0f;
+        }
+    }
+    for (int n = 0; n < nb; n++) {
+        const float *mr = c->mr + (n0 + n) * R, *zr = c->zr + (n0 + n) * R;
+        float M = mr[0];
+        int exact = 1;
+        for (int r = 1; r < R; r++) M = mr[r] > M ? mr[r] : M;
+        float T = 0;
+        for (int r = 0; r < R; r++) {
+            T += expf(mr[r] - M) * zr[r];
+            exact &= sc->cr[(long)n * R + r] != 0.0f && mr[r] == M;
+        }
+        c->rootM[n0 + n] = M;
+        c->rootT[n0 + n] = T;
+        c->out->val[n0 + n] = exact ? M : M + logf(T > Z_MIN ? T : Z_MIN);
+    }
+}
+
+static void backward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch *sc,
+                           float *part) {
+    const sp_spn *s = c->s;
+    const int K = s->K, S = s->S, R = s->R, d = s->d;
+    const float *g = c->out->grad + n0;
+    for (int l = 0; l < d; l++)
+        memset(sc->gV[l], 0, (size_t)nb * vstride(s, l) * sizeof(float));
+    for (int r = 0; r < R; r++) {
+        /* Root -> top product of repetition r. */
+        {
+            const int w = s->width[d - 1];
+            const long vsi = vstride(s, d - 1);
+            const float *a = c->V[d - 1] + n0 * vsi + (long)r * 2 * w;
+            child_exp(a, vsi, nb, w, sc->ea, sc->ma, sc->ca);
+            child_exp(a + w, vsi, nb, w, sc->eb, sc->mb, sc->cb);
+            const float *Wr = c->der + s->droot_off + (long)r * s->ctop;
+            for (int n = 0; n < nb; n++) {
+                float T = c->rootT[n0 + n];
+                sc->gz[n] = g[n] * expf(c->mr[(n0 + n) * R + r] - c->rootM[n0 + n]) /
+                            (T > Z_MIN ? T : Z_MIN);
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, w, w, 1.0f, sc->eb, w, Wr, w,
+                        0.0f, sc->ta, w);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, w, w, 1.0f, sc->ea, w, Wr, w,
+                        0.0f, sc->tb, w);
+            float *ga = sc->gV[d - 1] + (long)r * 2 * w;
+            for (int n = 0; n < nb; n++) {
+                float gz = sc->gz[n];
+                float *gar = ga + n * vsi, *gbr = gar + w;
+                const float *ea = sc->ea + (long)n * w, *eb = sc->eb + (long)n * w;
+                const float *ta = sc->ta + (long)n * w, *tb = sc->tb + (long)n * w;
+                float *es = sc->E + (long)n * w;
+                for (int i = 0; i < w; i++) {
+                    gar[i] += gz * ea[i] * ta[i];
+                    gbr[i] += gz * eb[i] * tb[i];
+                    es[i] = gz * ea[i];
+                }
+            }
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, w, w, nb, 1.0f, sc->E, w, sc->eb,
+                        w, 1.0f, part + s->droot_off + (long)r * s->ctop, w);
+        }
+        /* Sum regions, top level first. */
+        for (int l = d - 1; l >= 1; l--) {
+            const int w = s->width[l - 1], C = w * w;
+            const long vsi = vstride(s, l - 1), vso = vstride(s, l);
+            for (int gi = 0; gi < s->groups[l]; gi++) {
+                const long go = ((long)r * s->groups[l] + gi) * S;
+                const float *z = c->Z[l] + n0 * vso + go;
+                const float *gS = sc->gV[l] + go;
+                for (int n = 0; n < nb; n++)
+                    for (int k = 0; k < S; k++) {
+                        float zz = z[n * vso + k];
+                        sc->gz[(long)n * S + k] = gS[n * vso + k] / (zz > Z_MIN ? zz : Z_MIN);
+                    }
+                const long ao = ((long)r * s->groups[l - 1] + 2 * gi) * w;
+                const float *a = c->V[l - 1] + n0 * vsi + ao;
+                child_exp(a, vsi, nb, w, sc->ea, sc->ma, sc->ca);
+                child_exp(a + w, vsi, nb, w, sc->eb, sc->mb, sc->cb);
+                outer(sc->E, sc->ea, sc->eb, nb, w);
+                const float *W = c->der + s->dw_off[l] + go * C;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, C, S, 1.0f, sc->gz, S, W,
+                            C, 0.0f, sc->gE, C);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, C, nb, 1.0f, sc->gz, S,
+                            sc->E, C, 1.0f, part + s->dw_off[l] + go * C, C);
+                /* d value / d child = E * gE, summed over the other child. */
+                for (int n = 0; n < nb; n++) {
+                    const float *ea = sc->ea + (long)n * w, *eb = sc->eb + (long)n * w;
+                    const float *ge = sc->gE + (long)n * C;
+                    float *gar = sc->gV[l - 1] + n * vsi + ao, *gbr = gar + w;
+                    float *tb = sc->tb + (long)n * w;
+                    for (int j = 0; j < w; j++) tb[j] = 0;
+                    for (int i = 0; i < w; i++) {
+                        float acc = 0, ai = ea[i];
+                        for (int j = 0; j < w; j++) {
+                            float q = ge[i * w + j];
+                            acc += eb[j] * q;
+                            tb[j] += ai * q;
+                        }
+                        gar[i] += ai * acc;
+                    }
+                    for (int j = 0; j < w; j++) gbr[j] += eb[j] * tb[j];
+                }
+            }
+        }
+        /* Leaves. */
+        const long vs0 = vstride(s, 0);
+        for (int j = 0; j < s->G0; j++) {
+            int len = s->off[j + 1] - s->off[j];
+            const int *pr = s->perm + (long)r * s->D + s->off[j];
+            const float *gL = sc->gV[0] + ((long)r * s->G0 + j) * K;
+            const long to = theta_off(s, r, j);
+            gather(sc->F, c->x, c->m, n0, nb, s->D, pr, len);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 3 * len, K, nb, 1.0f, sc->F,
+                        3 * len, gL, (int)vs0, 1.0f, part + to, K);
+            if (!c->gx && !c->gm) continue;
+            /* F is free again: reuse it for the per-pixel gradients of
+             * (w, w x, w x^2). */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, 3 * len, K, 1.0f, gL,
+                        (int)vs0, c->der + to, K, 0.0f, sc->F, 3 * len);
+            for (int n = 0; n < nb; n++) {
+                const long row = (n0 + n) * s->D;
+                const float *G = sc->F + (long)n * 3 * len;
+                for (int i = 0; i < len; i++) {
+                    int q = pr[i];
+                    float xv = c->x[row + q];
+                    float mv = c->m ? c->m[row + q] : 0.0f;
+                    float wgt = 1.0f - (mv < 0.0f ? 0.0f : (mv > 1.0f ? 1.0f : mv));
+                    float gA = G[i], gB = G[len + i], gC = G[2 * len + i];
+                    if (c->gx) c->gx[row + q] += wgt * (gB + 2.0f * xv * gC);
+                    if (c->gm && mv >= 0.0f && mv <= 1.0f)
+                        c->gm[row + q] -= gA + xv * (gB + xv * gC);
+                }
+            }
+        }
+    }
+}
+
+/* Chunks [c0, c1) of thread t of nt: a static partition. */
+static void thread_chunks(int nchunks, int t, int nt, int *c0, int *c1) {
+    *c0 = (int)((long)nchunks * t / nt);
+    *c1 = (int)((long)nchunks * (t + 1) / nt);
+}
+
+/* Softmax backward of one row: g_logit = W * (gW - <W, gW>), added to out. */
+static void softmax_backward_row(float *out, const float *W, const float *gW, long n) {
+    double dot = 0;
+    for (long i = 0; i < n; i++) dot += (double)W[i] * gW[i];
+    float fd = (float)dot;
+    for (long i = 0; i < n; i++) out[i] += W[i] * (gW[i] - fd);
+}
+
+static void spn_backward(void *vctx) {
+    spn_ctx *c = vctx;
+    const sp_spn *s = c->s;
+    const int nb = s->nb;
+    const int nchunks = (c->N + nb - 1) / nb;
+    memset(c->partial, 0, (size_t)c->T * s->n_derived * sizeof(float));
+#pragma omp parallel num_threads(c->T)
+    {
+        int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        spn_scratch sc;
+        carve(s, c->scratch + t * c->scratch_floats, &sc);
+        float *part = c->partial + t * s->n_derived;
+        int c0, c1;
+        thread_chunks(nchunks, t, nt, &c0, &c1);
+        for (int ci = c0; ci < c1; ci++) {
+            long n0 = (long)ci * nb;
+            int m = c->N - n0 < nb ? (int)(c->N - n0) : nb;
+            backward_chunk(c, n0, m, &sc, part);
+        }
+    }
+    /* Ordered reduction of the partials into partial[0]. */
+    const long nd = s->n_derived;
+    float *P = c->partial;
+    if (c->T > 1) {
+#pragma omp parallel for schedule(static)
+        for (long i = 0; i < nd; i++) {
+            float acc = P[i];
+            for (int t = 1; t < c->T; t++) acc += P[t * nd + i];
+            P[i] = acc;
+        }
+    }
+    /* dTheta -> d mu, d variance parameter. */
+    const sp_params *p = c->p;
+    const float *mu = sp_params_val(p, s->i_mean), *pv = sp_params_val(p, s->i_var);
+    float *gmu = sp_params_grad(p, s->i_mean), *gpv = sp_params_grad(p, s->i_var);
+    const float vmin = s->cfg.var_min, vrange = s->cfg.var_max - s->cfg.var_min;
+    const int K = s->K;
+#pragma omp parallel for schedule(static)
+    for (int rj = 0; rj < s->R * s->G0; rj++) {
+        int r = rj / s->G0, j = rj % s->G0;
+        int len = s->off[j + 1] - s->off[j];
+        const float *dth = P + theta_off(s, r, j);
+        long q0 = ((long)r * s->D + s->off[j]) * K;
+        for (int i = 0; i < len; i++)
+            for (int k = 0; k < K; k++) {
+                long q = q0 + (long)i * K + k;
+                float sg = sigmoidf(pv[q]);
+                float v = vmin + vrange * sg, inv = 1.0f / v, m = mu[q];
+                float dA = dth[(long)i * K + k], dB = dth[(long)(len + i) * K + k],
+                      dC = dth[(long)(2 * len + i) * K + k];
+                gmu[q] += -dA * m * inv + dB * inv;
+                float dv = dA * (-0.5f * inv + 0.5f * m * m * inv * inv) - dB * m * inv * inv +
+                           dC * 0.5f * inv * inv;
+                gpv[q] += dv * vrange * sg * (1.0f - sg);
+            }
+    }
+    for (int l = 1; l < s->d; l++) {
+        int C = s->width[l - 1] * s->width[l - 1];
+        long rows = (long)s->R * s->groups[l] * s->S;
+        float *gw = sp_params_grad(p, s->i_sum[l]);
+        const float *W = c->der + s->dw_off[l], *dW = P + s->dw_off[l];
+#pragma omp parallel for schedule(static)
+        for (long i = 0; i < rows; i++)
+            softmax_backward_row(gw + i * C, W + i * C, dW + i * C, C);
+    }
+    softmax_backward_row(sp_params_grad(p, s->i_root), c->der + s->droot_off, P + s->droot_off,
+                         (long)s->R * s->ctop);
+}
+
+sp_tensor *sp_spn_logp(sp_tape *t, const sp_spn *s, const sp_params *p, const sp_tensor *x,
+                       const sp_tensor *marg) {
+    if (!x || !s || !p || !s->has_params || x->ndim < 1) {
+        sp_tape_set_failed(t);
+        return NULL;
+    }
+    const int N = x->shape[0];
+    if (x->size != (long)N * s->D || (marg && marg->size != x->size)) {
+        sp_tape_set_failed(t);
+        return NULL;
+    }
+    const int grad = sp_tape_grad_enabled(t);
+    sp_tensor *out = sp_tensor_1d(t, N, 1);
+    spn_ctx *c = sp_tape_calloc(t, sizeof *c);
+    if (!out || !c) return NULL;
+    c->s = s;
+    c->p = p;
+    c->x = x->val;
+    c->m = marg ? marg->val : NULL;
+    c->gx = grad ? x->grad : NULL;
+    c->gm = grad && marg ? marg->grad : NULL;
+    c->out = out;
+    c->N = N;
+    c->T = omp_get_max_threads();
+    if (c->T < 1) c->T = 1;
+    c->der = sp_tape_alloc(t, (size_t)s->n_derived * sizeof(float));
+    for (int l = 0; l < s->d; l++) {
+        size_t bytes = (size_t)N * vstride(s, l) * sizeof(float);
+        c->V[l] = sp_tape_alloc(t, bytes ? bytes : 1);
+        if (l >= 1) c->Z[l] = sp_tape_alloc(t, bytes ? bytes : 1);
+    }
+    size_t nr = (size_t)N * s->R + 1;
+    c->mr = sp_tape_alloc(t, nr * sizeof(float));
+    c->zr = sp_tape_alloc(t, nr * sizeof(float));
+    c->rootM = sp_tape_alloc(t, (size_t)(N + 1) * sizeof(float));
+    c->rootT = sp_tape_alloc(t, (size_t)(N + 1) * sizeof(float));
+    spn_scratch dummy;
+    c->scratch_floats = carve(s, NULL, &dummy);
+    c->scratch = sp_tape_alloc(t, (size_t)c->T * c->scratch_floats * sizeof(float));
+    if (grad) c->partial = sp_tape_alloc(t, (size_t)c->T * s->n_derived * sizeof(float));
+    if (sp_tape_failed(t) || !c->der || !c->scratch || !c->mr || !c->zr || !c->rootM ||
+        !c->rootT || (grad && !c->partial))
+        return NULL;
+    for (int l = 0; l < s->d; l++)
+        if (!c->V[l] || (l >= 1 && !c->Z[l])) return NULL;
+    if (N == 0) return out;
+
+    compute_derived(s, p, c->der);
+    const int nb = s->nb;
+    const int nchunks = (N + nb - 1) / nb;
+#pragma omp parallel num_threads(c->T)
+    {
+        int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+        spn_scratch sc;
+        carve(s, c->scratch + tid * c->scratch_floats, &sc);
+        int c0, c1;
+        thread_chunks(nchunks, tid, nt, &c0, &c1);
+        for (int ci = c0; ci < c1; ci++) {
+            long n0 = (long)ci * nb;
+            int m = N - n0 < nb ? (int)(N - n0) : nb;
+            forward_chunk(c, n0, m, &sc);
+        }
+    }
+    if (grad && sp_tape_record(t, spn_backward, c) != 0) return NULL;
+    return out;
+}

@@ -1,0 +1,236 @@
+/* Tests of Adam (both forms) against hand-computed steps, gradient clipping,
+ * the global norm and the finiteness check (optim.h). */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "supair/optim.h"
+#include "testutil.h"
+
+/* Two entries, 5 + 20 floats, so the buffer has padding between and after. */
+static void make_params(sp_params *p) {
+    sp_error err = {0};
+    sp_params_init(p);
+    CU_ASSERT_EQUAL_FATAL(sp_params_add(p, "w", 1, (int[]){5}, &err), 0);
+    CU_ASSERT_EQUAL_FATAL(sp_params_add(p, "u", 2, (int[]){4, 5}, &err), 1);
+    CU_ASSERT_EQUAL_FATAL(sp_params_finalize(p, &err), SP_OK);
+}
+
+static void check_padding_zero(const sp_params *p) {
+    for (int b = 0; b < 4; b++) {
+        const float *buf = b == 0 ? p->val : b == 1 ? p->grad : b == 2 ? p->adam_m : p->adam_v;
+        long prev_end = 0;
+        for (int e = 0; e <= p->n_entries; e++) {
+            long start = e < p->n_entries ? p->entries[e].offset : p->total;
+            for (long i = prev_end; i < start; i++) CU_ASSERT_EQUAL(buf[i], 0.0f);
+            if (e < p->n_entries) prev_end = start + p->entries[e].size;
+        }
+    }
+}
+
+/* The single-parameter trajectory p0 = 1, lr = 0.1, g = 0.5, -0.25, 2.0,
+ * worked out by hand (in double, from the formulas in optim.h):
+ *   PyTorch, eps 1e-8: step 1: m = 0.05, v = 2.5e-4, c1 = 0.1, c2 = 1e-3,
+ *     m/c1 = 0.5, sqrt(v/c2) = 0.5 -> p = 1 - 0.1 * 0.5/(0.5 + 1e-8) = 0.900000002
+ *   Lasagne, eps 1e-4: step 1: a = 0.1 * sqrt(1e-3)/0.1 = 0.0316227766,
+ *     m/(sqrt(v) + eps) = 0.05/(0.0158113883 + 1e-4) = 3.14245... -> p = 0.90062848 */
+static const double traj_g[3] = {0.5, -0.25, 2.0};
+static const double traj_pytorch[3] = {0.900000002, 0.8733662987078463, 0.8063015345291531};
+static const double traj_lasagne[3] = {0.9006284806712606, 0.8741446518270045,
+                                       0.8071818629292986};
+
+static void run_trajectory(sp_adam_form form, const double *expect) {
+    sp_params p;
+    make_params(&p);
+    sp_adam a;
+    sp_adam_init(&a, form, 0.1f);
+    CU_ASSERT_EQUAL(a.t, 0);
+    CU_ASSERT_EQUAL(a.eps, form == SP_ADAM_LASAGNE ? 1e-4f : 1e-8f);
+    float *w = sp_params_val(&p, 0);
+    w[2] = 1.0f;
+    for (int t = 0; t < 3; t++) {
+        sp_params_grad(&p, 0)[2] = (float)traj_g[t];
+        sp_adam_step(&p, &a, -1.0f); // negative: use a.lr
+        CU_ASSERT_EQUAL(a.t, t + 1);
+        SP_ASSERT_CLOSE(w[2], expect[t], 2e-7);
+    }
+    check_padding_zero(&p);
+    sp_params_free(&p);
+}
+
+static void test_adam_pytorch_by_hand(void) { run_trajectory(SP_ADAM_PYTORCH, traj_pytorch); }
+static void test_adam_lasagne_by_hand(void) { run_trajectory(SP_ADAM_LASAGNE, traj_lasagne); }
+
+/* Every element of the buffer, with a different learning rate each step
+ * (schedules pass it), against a double-precision reference. */
+static void run_reference(sp_adam_form form) {
+    sp_params p;
+    make_params(&p);
+    sp_adam a;
+    sp_adam_init(&a, form, 1e-3f);
+    const double lrs[3] = {1e-2, 5e-3, 2e-2};
+    int n = 25;
+    double ref_p[25], ref_m[25] = {0}, ref_v[25] = {0};
+    float *ptrs[25];
+    float *gptrs[25];
+    for (int k = 0; k < n; k++) {
+        int e = k < 5 ? 0 : 1, j = k < 5 ? k : k - 5;
+        ptrs[k] = sp_params_val(&p, e) + j;
+        gptrs[k] = sp_params_grad(&p, e) + j;
+        *ptrs[k] = (float)(0.1 * k - 1.0);
+        ref_p[k] = *ptrs[k];
+    }
+    for (int t = 1; t <= 3; t++) {
+        for (int k = 0; k < n; k++) {
+            /* Magnitudes from 1e-6 to 1e2: eps matters at the small end. */
+            double g = pow(10.0, (k % 9) - 6) * ((k + t) % 3 == 0 ? -1.0 : 1.0) * (1.0 + 0.1 * t);
+            *gptrs[k] = (float)g;
+            g = *gptrs[k];
+            double b1 = 0.9, b2 = 0.999;
+            ref_m[k] = b1 * ref_m[k] + (1 - b1) * g;
+            ref_v[k] = b2 * ref_v[k] + (1 - b2) * g * g;
+            double c1 = 1 - pow(b1, t), c2 = 1 - pow(b2, t);
+            if (form == SP_ADAM_PYTORCH)
+                ref_p[k] -= lrs[t - 1] * (ref_m[k] / c1) / (sqrt(ref_v[k] / c2) + 1e-8);
+            else
+                ref_p[k] -= lrs[t - 1] * sqrt(c2) / c1 * ref_m[k] / (sqrt(ref_v[k]) + 1e-4);
+        }
+        sp_adam_step(&p, &a, (float)lrs[t - 1]);
+        for (int k = 0; k < n; k++) SP_ASSERT_CLOSE(*ptrs[k], ref_p[k], 1e-6);
+    }
+    check_padding_zero(&p);
+    sp_params_free(&p);
+}
+
+static void test_adam_pytorch_reference(void) { run_reference(SP_ADAM_PYTORCH); }
+static void test_adam_lasagne_reference(void) { run_reference(SP_ADAM_LASAGNE); }
+
+static void test_forms_differ_only_by_eps(void) {
+    /* With eps = 0 the two forms are the same update (only the first 5
+     * floats are compared: with eps = 0 the zero padding would turn 0/0). */
+    sp_params p1, p2;
+    make_params(&p1);
+    make_params(&p2);
+    sp_adam a1, a2;
+    sp_adam_init(&a1, SP_ADAM_PYTORCH, 1e-2f);
+    sp_adam_init(&a2, SP_ADAM_LASAGNE, 1e-2f);
+    a1.eps = a2.eps = 0.0f;
+    for (int t = 0; t < 3; t++) {
+        for (int k = 0; k < 5; k++) p1.grad[k] = p2.grad[k] = (float)((k + 1) * (t % 2 ? -0.3 : 0.7));
+        sp_adam_step(&p1, &a1, -1);
+        sp_adam_step(&p2, &a2, -1);
+    }
+    for (int k = 0; k < 5; k++) SP_ASSERT_CLOSE(p1.val[k], p2.val[k], 1e-7);
+    sp_params_free(&p1);
+    sp_params_free(&p2);
+}
+
+static void fill_grad(sp_params *p) {
+    /* Norm of entry w: sqrt(9 + 16) = 5; entry u: sqrt(20 * 1.5^2). */
+    float *gw = sp_params_grad(p, 0), *gu = sp_params_grad(p, 1);
+    memset(p->grad, 0, (size_t)p->total * sizeof(float));
+    gw[0] = 3.0f;
+    gw[4] = -4.0f;
+    for (int i = 0; i < 20; i++) gu[i] = i % 2 ? 1.5f : -1.5f;
+}
+
+static void test_global_norm_and_clip(void) {
+    sp_params p;
+    make_params(&p);
+    fill_grad(&p);
+    double expect = sqrt(25.0 + 20 * 2.25); // sqrt(70)
+    SP_ASSERT_CLOSE(sp_grad_global_norm(&p), expect, 1e-12);
+    /* Above the norm: nothing changes, the norm is still reported. */
+    SP_ASSERT_CLOSE(sp_clip_global_norm(&p, 100.0), expect, 1e-12);
+    CU_ASSERT_EQUAL(sp_params_grad(&p, 0)[0], 3.0f);
+    /* Below: rescaled to norm 2, direction kept. */
+    SP_ASSERT_CLOSE(sp_clip_global_norm(&p, 2.0), expect, 1e-12);
+    SP_ASSERT_CLOSE(sp_grad_global_norm(&p), 2.0, 1e-5);
+    SP_ASSERT_CLOSE(sp_params_grad(&p, 0)[0], 3.0 * 2.0 / expect, 1e-6);
+    SP_ASSERT_CLOSE(sp_params_grad(&p, 0)[4], -4.0 * 2.0 / expect, 1e-6);
+    SP_ASSERT_CLOSE(sp_params_grad(&p, 1)[7], 1.5 * 2.0 / expect, 1e-6);
+    check_padding_zero(&p);
+
+    /* Element-wise: SRNN's order, global 3000 then +-1000, at a small scale. */
+    fill_grad(&p);
+    sp_clip_elementwise(&p, 2.0f);
+    CU_ASSERT_EQUAL(sp_params_grad(&p, 0)[0], 2.0f);
+    CU_ASSERT_EQUAL(sp_params_grad(&p, 0)[4], -2.0f);
+    CU_ASSERT_EQUAL(sp_params_grad(&p, 1)[0], -1.5f);
+    CU_ASSERT_EQUAL(sp_params_grad(&p, 1)[1], 1.5f);
+    check_padding_zero(&p);
+
+    sp_grad_scale(&p, 0.5f);
+    CU_ASSERT_EQUAL(sp_params_grad(&p, 0)[0], 1.0f);
+    CU_ASSERT_EQUAL(sp_params_grad(&p, 1)[1], 0.75f);
+    sp_params_free(&p);
+}
+
+static void test_norm_large_and_deterministic(void) {
+    /* Big enough to go parallel; the sum must match a serial double sum to
+     * rounding, and be bit-identical on repeat. */
+    sp_params p;
+    sp_error err = {0};
+    sp_params_init(&p);
+    CU_ASSERT_EQUAL_FATAL(sp_params_add(&p, "big", 2, (int[]){1000, 301}, &err), 0);
+    CU_ASSERT_EQUAL_FATAL(sp_params_finalize(&p, &err), SP_OK);
+    double s = 0.0;
+    for (long i = 0; i < 301000; i++) {
+        p.grad[i] = (float)((i % 1013) * 1e-3 - 0.5);
+        s += (double)p.grad[i] * p.grad[i];
+    }
+    double n1 = sp_grad_global_norm(&p), n2 = sp_grad_global_norm(&p);
+    SP_ASSERT_CLOSE(n1, sqrt(s), 1e-9 * sqrt(s));
+    CU_ASSERT_EQUAL(n1, n2);
+    CU_ASSERT_TRUE(sp_grad_all_finite(&p));
+    p.grad[300999] = NAN;
+    CU_ASSERT_FALSE(sp_grad_all_finite(&p));
+    sp_params_free(&p);
+}
+
+static void test_finite(void) {
+    sp_params p;
+    make_params(&p);
+    fill_grad(&p);
+    CU_ASSERT_TRUE(sp_grad_all_finite(&p));
+    CU_ASSERT_TRUE(sp_params_all_finite(&p));
+    sp_params_grad(&p, 1)[19] = INFINITY;
+    CU_ASSERT_FALSE(sp_grad_all_finite(&p));
+    CU_ASSERT_FALSE(isfinite(sp_grad_global_norm(&p)));
+    /* A non-finite norm must not rescale (it would spread NaN everywhere). */
+    sp_clip_global_norm(&p, 1.0);
+    CU_ASSERT_EQUAL(sp_params_grad(&p, 0)[0], 3.0f);
+    sp_params_grad(&p, 1)[19] = -INFINITY;
+    CU_ASSERT_FALSE(sp_grad_all_finite(&p));
+    sp_params_grad(&p, 1)[19] = NAN;
+    CU_ASSERT_FALSE(sp_grad_all_finite(&p));
+    /* Element-wise clipping must not turn NaN into a finite value. */
+    sp_clip_elementwise(&p, 1.0f);
+    CU_ASSERT_FALSE(sp_grad_all_finite(&p));
+    sp_params_grad(&p, 1)[19] = 3.4e38f; // large but finite
+    CU_ASSERT_TRUE(sp_grad_all_finite(&p));
+    sp_params_val(&p, 0)[1] = NAN;
+    CU_ASSERT_FALSE(sp_params_all_finite(&p));
+    float x[3] = {1.0f, -0.0f, 1e-45f};
+    CU_ASSERT_TRUE(sp_floats_all_finite(x, 3));
+    x[1] = -NAN;
+    CU_ASSERT_FALSE(sp_floats_all_finite(x, 3));
+    sp_params_free(&p);
+}
+
+static const sp_test_case cases[] = {
+    {"adam_pytorch_by_hand", test_adam_pytorch_by_hand},
+    {"adam_lasagne_by_hand", test_adam_lasagne_by_hand},
+    {"adam_pytorch_reference", test_adam_pytorch_reference},
+    {"adam_lasagne_reference", test_adam_lasagne_reference},
+    {"forms_differ_only_by_eps", test_forms_differ_only_by_eps},
+    {"global_norm_and_clip", test_global_norm_and_clip},
+    {"norm_large_and_deterministic", test_norm_large_and_deterministic},
+    {"finite", test_finite},
+    {NULL, NULL},
+};
+
+int main(void) {
+    const sp_test_suite suites[] = {{"optim", cases}, {NULL, NULL}};
+    return sp_test_main(suites);
+}

@@ -1,0 +1,577 @@
+/* Tests of the RAT-SPN op (spn.h): structure from the seed, normalisation by
+ * quadrature, exact and soft marginalisation against a naive double-precision
+ * evaluation and against numerical integration, gradients (finite
+ * differences for x, marg and every parameter), thread-count agreement. */
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gradcheck.h"
+#include "supair/params.h"
+#include "supair/spn.h"
+#include "supair/tape.h"
+#include "testutil.h"
+
+/* An SPN with its own parameter table, initialised from `seed`. */
+typedef struct fixture {
+    sp_spn *s;
+    sp_params p;
+    sp_tape *t;
+} fixture;
+
+static int fx_make(fixture *f, const sp_spn_config *cfg, uint64_t seed) {
+    sp_error err = {0};
+    memset(f, 0, sizeof *f);
+    sp_params_init(&f->p);
+    if (sp_spn_create(&f->s, cfg, &err) != SP_OK) {
+        printf("\n    create: %s\n", err.msg);
+        return -1;
+    }
+    if (sp_spn_add_params(f->s, &f->p, "spn", &err) != SP_OK ||
+        sp_params_finalize(&f->p, &err) != SP_OK) {
+        printf("\n    params: %s\n", err.msg);
+        return -1;
+    }
+    sp_spn_init_params(f->s, &f->p, seed);
+    f->t = sp_tape_create(1 << 20);
+    return f->t ? 0 : -1;
+}
+
+static void fx_free(fixture *f) {
+    sp_tape_destroy(f->t);
+    sp_spn_free(f->s);
+    sp_params_free(&f->p);
+}
+
+/* Scales the logits and variance parameters so the test SPNs are far from
+ * uniform (init std 0.5 / 0.1 makes every sum nearly an average). */
+static void fx_sharpen(fixture *f, float scale) {
+    for (long i = 0; i < f->p.total; i++) f->p.val[i] *= scale;
+}
+
+/* log p of N rows with the op, no gradients. */
+static void op_logp(fixture *f, const float *x, const float *m, int N, float *out) {
+    const int D = sp_spn_get_config(f->s)->n_vars;
+    sp_tape_reset(f->t);
+    sp_tape_set_grad(f->t, 0);
+    sp_tensor *tx = sp_tensor_view(f->t, (float *)x, NULL, 2, (int[]){N, D});
+    sp_tensor *tm = m ? sp_tensor_view(f->t, (float *)m, NULL, 2, (int[]){N, D}) : NULL;
+    sp_tensor *y = sp_spn_logp(f->t, f->s, &f->p, tx, tm);
+    CU_ASSERT_FATAL(y != NULL && !sp_tape_failed(f->t));
+    memcpy(out, y->val, (size_t)N * sizeof(float));
+    sp_tape_set_grad(f->t, 1);
+}
+
+/* ---- naive reference in double, straight from the definition ---- */
+
+static double lse(const double *v, int n) {
+    double mx = -INFINITY;
+    for (int i = 0; i < n; i++) mx = v[i] > mx ? v[i] : mx;
+    if (mx == -INFINITY) return mx;
+    double s = 0;
+    for (int i = 0; i < n; i++) s += exp(v[i] - mx);
+    return mx + log(s);
+}
+
+static void log_softmax(double *out, const float *logits, int n) {
+    double *v = malloc((size_t)n * sizeof(double));
+    for (int i = 0; i < n; i++) v[i] = logits[i];
+    double z = lse(v, n);
+    for (int i = 0; i < n; i++) out[i] = v[i] - z;
+    free(v);
+}
+
+static double ref_logp(const fixture *f, const float *x, const float *m) {
+    const sp_spn_config *c = sp_spn_get_config(f->s);
+    const int D = c->n_vars, R = c->repetitions, K = c->n_leaf, S = c->n_sum, d = c->depth;
+    const int G0 = sp_spn_n_leaf_regions(f->s);
+    const int *off = sp_spn_region_offsets(f->s);
+    const float *mu = sp_params_val(&f->p, sp_params_find(&f->p, "spn/leaf_mean"));
+    const float *pv = sp_params_val(&f->p, sp_params_find(&f->p, "spn/leaf_var"));
+    const float *root = sp_params_val(&f->p, sp_params_find(&f->p, "spn/root"));
+    int wtop = d == 1 ? K : S, ctop = wtop * wtop;
+    double *top = malloc((size_t)R * ctop * sizeof(double));
+    double *cur = malloc((size_t)G0 * (K > S ? K : S) * sizeof(double));
+    double *nxt = malloc((size_t)G0 * (K > S ? K : S) * sizeof(double));
+    int cmax = (K > S ? K : S) * (K > S ? K : S);
+    double *prod = malloc((size_t)cmax * sizeof(double));
+    double *lw = malloc((size_t)cmax * sizeof(double));
+    double *tmp = malloc((size_t)cmax * sizeof(double));
+    for (int r = 0; r < R; r++) {
+        const int *perm = sp_spn_perm(f->s, r);
+        for (int j = 0; j < G0; j++)
+            for (int k = 0; k < K; k++) {
+                double acc = 0;
+                for (int i = off[j]; i < off[j + 1]; i++) {
+                    int q = perm[i];
+                    long pi = ((long)r * D + i) * K + k;
+                    double v = c->var_min + (c->var_max - c->var_min) / (1 + exp(-(double)pv[pi]));
+                    double dx = x[q] - (double)mu[pi];
+                    double ll = -0.5 * log(2 * M_PI * v) - dx * dx / (2 * v);
+                    double mm = m ? m[q] : 0;
+                    mm = mm < 0 ? 0 : (mm > 1 ? 1 : mm);
+                    acc += (1 - mm) * ll;
+                }
+                cur[j * K + k] = acc;
+            }
+        int w = K, groups = G0;
+        for (int l = 1; l < d; l++) {
+            const float *W = sp_params_val(&f->p, sp_params_find(&f->p, l == 1 ? "spn/sum1"
+                                                                  : l == 2 ? "spn/sum2"
+                                                                           : "spn/sum3"));
+            int ng = groups / 2, C = w * w;
+            for (int g = 0; g < ng; g++) {
+                for (int a = 0; a < w; a++)
+                    for (int b = 0; b < w; b++)
+                        prod[a * w + b] = cur[(2 * g) * w + a] + cur[(2 * g + 1) * w + b];
+                for (int s = 0; s < S; s++) {
+                    log_softmax(lw, W + (((long)r * ng + g) * S + s) * C, C);
+                    for (int q = 0; q < C; q++) tmp[q] = prod[q] + lw[q];
+                    nxt[g * S + s] = lse(tmp, C);
+                }
+            }
+            memcpy(cur, nxt, (size_t)ng * S * sizeof(double));
+            w = S;
+            groups = ng;
+        }
+        for (int a = 0; a < w; a++)
+            for (int b = 0; b < w; b++) top[r * ctop + a * w + b] = cur[a] + cur[w + b];
+    }
+    double *lr = malloc((size_t)R * ctop * sizeof(double));
+    log_softmax(lr, root, R * ctop);
+    for (int i = 0; i < R * ctop; i++) lr[i] += top[i];
+    double out = lse(lr, R * ctop);
+    free(top);
+    free(cur);
+    free(nxt);
+    free(prod);
+    free(lw);
+    free(tmp);
+    free(lr);
+    return out;
+}
+
+/* ---- structure ---- */
+
+static void test_structure_from_seed(void) {
+    sp_error err = {0};
+    sp_spn_config c = sp_spn_config_object(1234);
+    sp_spn *a, *b, *o;
+    CU_ASSERT_FATAL(sp_spn_create(&a, &c, &err) == SP_OK);
+    CU_ASSERT_FATAL(sp_spn_create(&b, &c, &err) == SP_OK);
+    c.structure_seed = 1235;
+    CU_ASSERT_FATAL(sp_spn_create(&o, &c, &err) == SP_OK);
+    CU_ASSERT_EQUAL(sp_spn_structure_seed(a), 1234);
+    CU_ASSERT_EQUAL(sp_spn_n_leaf_regions(a), 4);
+    const int *off = sp_spn_region_offsets(a);
+    for (int j = 0; j <= 4; j++) CU_ASSERT_EQUAL(off[j], 196 * j);
+    int same_other = 0, same_reps = 0;
+    for (int r = 0; r < 6; r++) {
+        CU_ASSERT_EQUAL(memcmp(sp_spn_perm(a, r), sp_spn_perm(b, r), 784 * sizeof(int)), 0);
+        if (memcmp(sp_spn_perm(a, r), sp_spn_perm(o, r), 784 * sizeof(int)) == 0) same_other++;
+        if (r && memcmp(sp_spn_perm(a, r), sp_spn_perm(a, 0), 784 * sizeof(int)) == 0) same_reps++;
+        /* A permutation, consistent with leaf_region. */
+        int seen[784] = {0};
+        const int *pr = sp_spn_perm(a, r);
+        for (int i = 0; i < 784; i++) {
+            CU_ASSERT_FATAL(pr[i] >= 0 && pr[i] < 784);
+            seen[pr[i]]++;
+            CU_ASSERT_EQUAL(sp_spn_leaf_region(a, r, pr[i]), i / 196);
+        }
+        for (int i = 0; i < 784; i++) CU_ASSERT_EQUAL(seen[i], 1);
+    }
+    CU_ASSERT_EQUAL(same_other, 0);
+    CU_ASSERT_EQUAL(same_reps, 0);
+    CU_ASSERT_EQUAL(sp_spn_n_params(a), 286560);
+    sp_spn_free(a);
+    sp_spn_free(b);
+    sp_spn_free(o);
+
+    sp_spn_config bg = sp_spn_config_background(7);
+    CU_ASSERT_FATAL(sp_spn_create(&a, &bg, &err) == SP_OK);
+    CU_ASSERT_EQUAL(sp_spn_n_params(a), 90108);
+    CU_ASSERT_EQUAL(sp_spn_region_offsets(a)[1], 1250);
+    sp_spn_free(a);
+
+    /* Uneven sizes: 13 variables to depth 3 -> halves 6|7 -> 3,3|3,4 -> ... */
+    sp_spn_config u = {.n_vars = 13, .depth = 3, .repetitions = 2, .n_leaf = 2, .n_sum = 2,
+                       .var_min = 0.1f, .var_max = 0.5f, .structure_seed = 3};
+    CU_ASSERT_FATAL(sp_spn_create(&a, &u, &err) == SP_OK);
+    const int want[9] = {0, 1, 3, 4, 6, 7, 9, 11, 13};
+    for (int j = 0; j <= 8; j++) CU_ASSERT_EQUAL(sp_spn_region_offsets(a)[j], want[j]);
+    sp_spn_free(a);
+
+    /* Bad configs name the field. */
+    sp_spn_config bad = sp_spn_config_object(1);
+    bad.depth = 11;
+    CU_ASSERT_EQUAL(sp_spn_create(&a, &bad, &err), SP_EINPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "n_vars"));
+    bad = sp_spn_config_object(1);
+    bad.var_min = 0;
+    CU_ASSERT_EQUAL(sp_spn_create(&a, &bad, &err), SP_EINPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "variance"));
+}
+
+static void test_param_names_and_init(void) {
+    fixture f;
+    sp_spn_config c = sp_spn_config_object(5);
+    CU_ASSERT_FATAL(fx_make(&f, &c, 99) == 0);
+    int im = sp_params_find(&f.p, "spn/leaf_mean"), iv = sp_params_find(&f.p, "spn/leaf_var"),
+        is = sp_params_find(&f.p, "spn/sum1"), ir = sp_params_find(&f.p, "spn/root");
+    CU_ASSERT_FATAL(im >= 0 && iv >= 0 && is >= 0 && ir >= 0);
+    CU_ASSERT_EQUAL(f.p.entries[is].shape[0], 6);
+    CU_ASSERT_EQUAL(f.p.entries[is].shape[1], 2);
+    CU_ASSERT_EQUAL(f.p.entries[is].shape[2], 20);
+    CU_ASSERT_EQUAL(f.p.entries[is].shape[3], 400);
+    CU_ASSERT_EQUAL(f.p.entries[ir].size, 2400);
+    /* Truncated normals: std near 0.1 / 0.5 (of a +-2 sd truncation: 0.88 sd),
+     * bounded by 2 sd. */
+    struct { int i; float sd; } t[3] = {{im, 0.1f}, {is, 0.5f}, {ir, 0.5f}};
+    for (int k = 0; k < 3; k++) {
+        const float *v = sp_params_val(&f.p, t[k].i);
+        long n = f.p.entries[t[k].i].size;
+        double s2 = 0, mx = 0;
+        for (long i = 0; i < n; i++) {
+            s2 += (double)v[i] * v[i];
+            mx = fabs(v[i]) > mx ? fabs(v[i]) : mx;
+        }
+        SP_ASSERT_CLOSE(sqrt(s2 / n), 0.88 * t[k].sd, 0.05 * t[k].sd);
+        CU_ASSERT(mx <= 2 * t[k].sd + 1e-6);
+    }
+    fx_free(&f);
+}
+
+/* ---- values ---- */
+
+static void test_matches_reference(void) {
+    sp_spn_config cfgs[3] = {
+        sp_spn_config_object(11),
+        {.n_vars = 13, .depth = 3, .repetitions = 3, .n_leaf = 3, .n_sum = 4, .var_min = 0.05f,
+         .var_max = 0.5f, .structure_seed = 4},
+        sp_spn_config_background(12),
+    };
+    for (int ci = 0; ci < 3; ci++) {
+        fixture f;
+        CU_ASSERT_FATAL(fx_make(&f, &cfgs[ci], 100 + ci) == 0);
+        fx_sharpen(&f, 6.0f);
+        const int D = cfgs[ci].n_vars, N = 5;
+        float *x = malloc((size_t)N * D * sizeof(float)), *m = malloc((size_t)N * D * sizeof(float));
+        sp_gc_fill_uniform(x, (long)N * D, -0.2f, 1.0f, 1 + ci);
+        sp_gc_fill_uniform(m, (long)N * D, -0.3f, 1.3f, 2 + ci);
+        float out[5], out_nm[5];
+        op_logp(&f, x, m, N, out);
+        op_logp(&f, x, NULL, N, out_nm);
+        for (int n = 0; n < N; n++) {
+            double want = ref_logp(&f, x + (long)n * D, m + (long)n * D);
+            double want_nm = ref_logp(&f, x + (long)n * D, NULL);
+            /* Leaf sums of ~1000 float terms of size ~5: 1e-5 relative. */
+            SP_ASSERT_CLOSE(out[n], want, 2e-5 * fabs(want) + 1e-4);
+            SP_ASSERT_CLOSE(out_nm[n], want_nm, 2e-5 * fabs(want_nm) + 1e-4);
+        }
+        free(x);
+        free(m);
+        fx_free(&f);
+    }
+}
+
+static void test_full_marginal_is_zero(void) {
+    sp_spn_config cfgs[2] = {sp_spn_config_object(21), sp_spn_config_background(22)};
+    for (int ci = 0; ci < 2; ci++) {
+        fixture f;
+        CU_ASSERT_FATAL(fx_make(&f, &cfgs[ci], 3) == 0);
+        fx_sharpen(&f, 5.0f);
+        const int D = cfgs[ci].n_vars, N = 70;
+        float *x = malloc((size_t)N * D * sizeof(float)), *m = malloc((size_t)N * D * sizeof(float));
+        sp_gc_fill_uniform(x, (long)N * D, 0.0f, 1.0f, 5);
+        sp_gc_fill_uniform(m, (long)N * D, 1.0f, 2.0f, 6); /* clipped to 1 */
+        float out[70];
+        op_logp(&f, x, m, N, out);
+        for (int n = 0; n < N; n++) CU_ASSERT_EQUAL(out[n], 0.0f);
+        if (out[0] != 0.0f) printf("\n    full marginal: log p = %.9g, want 0 exactly\n", out[0]);
+        free(x);
+        free(m);
+        fx_free(&f);
+    }
+}
+
+/* int p(x) dx = 1 over a 2-variable SPN by the midpoint rule. */
+static void test_integrates_to_one(void) {
+    sp_spn_config c = {.n_vars = 2, .depth = 1, .repetitions = 3, .n_leaf = 4, .n_sum = 1,
+                       .var_min = 0.05f, .var_max = 0.3f, .structure_seed = 8};
+    fixture f;
+    CU_ASSERT_FATAL(fx_make(&f, &c, 17) == 0);
+    fx_sharpen(&f, 8.0f); /* means spread over ~+-1.6 */
+    const int G = 400;
+    const double lo = -4.0, h = 8.0 / G;
+    float *x = malloc((size_t)G * G * 2 * sizeof(float)), *out = malloc((size_t)G * G * sizeof(float));
+    for (int i = 0; i < G; i++)
+        for (int j = 0; j < G; j++) {
+            x[((long)i * G + j) * 2] = (float)(lo + (i + 0.5) * h);
+            x[((long)i * G + j) * 2 + 1] = (float)(lo + (j + 0.5) * h);
+        }
+    op_logp(&f, x, NULL, G * G, out);
+    double total = 0;
+    for (long i = 0; i < (long)G * G; i++) total += exp((double)out[i]) * h * h;
+    SP_ASSERT_CLOSE(total, 1.0, 2e-4);
+    free(x);
+    free(out);
+    fx_free(&f);
+}
+
+/* The marginal over m = 1 pixels equals the joint integrated over them
+ * (depth 2, four variables, two integrated out numerically). */
+static void test_marginal_matches_integral(void) {
+    sp_spn_config c = {.n_vars = 4, .depth = 2, .repetitions = 2, .n_leaf = 3, .n_sum = 3,
+                       .var_min = 0.05f, .var_max = 0.3f, .structure_seed = 9};
+    fixture f;
+    CU_ASSERT_FATAL(fx_make(&f, &c, 18) == 0);
+    fx_sharpen(&f, 8.0f);
+    const int G = 300;
+    const double lo = -4.0, h = 8.0 / G;
+    const float x0 = 0.3f, x2 = -0.4f; /* observed: pixels 0 and 2; 1 and 3 integrated */
+    float *x = malloc((size_t)G * G * 4 * sizeof(float)), *out = malloc((size_t)G * G * sizeof(float));
+    for (int i = 0; i < G; i++)
+        for (int j = 0; j < G; j++) {
+            float *r = x + ((long)i * G + j) * 4;
+            r[0] = x0;
+            r[1] = (float)(lo + (i + 0.5) * h);
+            r[2] = x2;
+            r[3] = (float)(lo + (j + 0.5) * h);
+        }
+    op_logp(&f, x, NULL, G * G, out);
+    double total = 0;
+    for (long i = 0; i < (long)G * G; i++) total += exp((double)out[i]) * h * h;
+    float xm[4] = {x0, 123.0f, x2, -77.0f}, mm[4] = {0.0f, 1.0f, -0.5f, 1.0f}, lm;
+    op_logp(&f, xm, mm, 1, &lm);
+    SP_ASSERT_CLOSE(lm, log(total), 2e-4);
+    free(x);
+    free(out);
+    fx_free(&f);
+}
+
+/* ---- gradients ---- */
+
+typedef struct gc_ctx {
+    fixture *f;
+} gc_ctx;
+
+static sp_tensor *build_logp(sp_tape *t, sp_tensor **in, void *vctx) {
+    gc_ctx *g = vctx;
+    return sp_spn_logp(t, g->f->s, &g->f->p, in[0], in[1]);
+}
+
+static void test_grad_inputs(void) {
+    sp_spn_config c = {.n_vars = 12, .depth = 2, .repetitions = 2, .n_leaf = 3, .n_sum = 3,
+                       .var_min = 0.1f, .var_max = 0.4f, .structure_seed = 10};
+    fixture f;
+    CU_ASSERT_FATAL(fx_make(&f, &c, 19) == 0);
+    fx_sharpen(&f, 6.0f);
+    gc_ctx g = {&f};
+    sp_gc_input spec[2] = {{2, {5, 12}, -0.3f, 1.2f, 1}, {2, {5, 12}, 0.02f, 0.98f, 1}};
+    SP_ASSERT_GRADCHECK(build_logp, &g, 2, spec, 1, SP_GC_ATOL, SP_GC_RTOL);
+    /* x only, no marginalisation input. */
+    spec[1].requires_grad = 0;
+    SP_ASSERT_GRADCHECK(build_logp, &g, 2, spec, 2, SP_GC_ATOL, SP_GC_RTOL);
+    fx_free(&f);
+}
+
+/* L = sum_n w_n log p_n in double. */
+static double loss_of(fixture *f, const float *x, const float *m, const float *w, int N) {
+    float out[64];
+    op_logp(f, x, m, N, out);
+    double L = 0;
+    for (int n = 0; n < N; n++) L += (double)w[n] * out[n];
+    return L;
+}
+
+/* Every parameter entry against central differences with Richardson
+ * extrapolation; p->grad pre-filled so a backward that assigns fails. */
+static void check_param_grads(const sp_spn_config *c, float sharpen, uint64_t seed) {
+    fixture f;
+    CU_ASSERT_FATAL(fx_make(&f, c, seed) == 0);
+    fx_sharpen(&f, sharpen);
+    const int D = c->n_vars, N = 6;
+    float x[6 * 16], m[6 * 16], w[6];
+    CU_ASSERT_FATAL(D <= 16);
+    sp_gc_fill_uniform(x, (long)N * D, -0.3f, 1.2f, seed + 1);
+    sp_gc_fill_uniform(m, (long)N * D, -0.2f, 1.2f, seed + 2);
+    sp_gc_fill_uniform(w, N, -1.0f, 1.0f, seed + 3);
+    float *pre = malloc((size_t)f.p.total * sizeof(float));
+    sp_gc_fill_uniform(pre, f.p.total, -1.0f, 1.0f, seed + 4);
+    memcpy(f.p.grad, pre, (size_t)f.p.total * sizeof(float));
+    sp_tape_reset(f.t);
+    sp_tensor *tx = sp_tensor_view(f.t, x, NULL, 2, (int[]){N, D});
+    sp_tensor *tm = sp_tensor_view(f.t, m, NULL, 2, (int[]){N, D});
+    sp_tensor *y = sp_spn_logp(f.t, f.s, &f.p, tx, tm);
+    CU_ASSERT_FATAL(y && y->grad);
+    for (int n = 0; n < N; n++) y->grad[n] = w[n];
+    sp_tape_backward(f.t, y, 0.0f);
+    int bad = 0, checked = 0;
+    double worst = 0;
+    for (int e = 0; e < f.p.n_entries; e++) {
+        const sp_param_entry *pe = &f.p.entries[e];
+        for (long i = 0; i < pe->size; i++) {
+            long q = pe->offset + i;
+            float v0 = f.p.val[q];
+            const float h = 0.05f;
+            double dd[2];
+            for (int k = 0; k < 2; k++) {
+                float hh = k ? h / 2 : h;
+                f.p.val[q] = v0 + hh;
+                double lp = loss_of(&f, x, m, w, N);
+                f.p.val[q] = v0 - hh;
+                double lm = loss_of(&f, x, m, w, N);
+                dd[k] = (lp - lm) / (2.0 * hh);
+            }
+            f.p.val[q] = v0;
+            double fd = (4 * dd[1] - dd[0]) / 3;
+            double an = (double)f.p.grad[q] - pre[q];
+            double err = fabs(an - fd);
+            checked++;
+            if (err > 2e-3 + 5e-3 * fabs(fd)) {
+                if (bad < 5)
+                    printf("\n    %s[%ld]: analytic %.6g, numeric %.6g\n", pe->name, i, an, fd);
+                bad++;
+            }
+            worst = err > worst ? err : worst;
+        }
+    }
+    if (bad) printf("    %d of %d parameter gradients wrong (worst abs err %.3g)\n", bad, checked, worst);
+    CU_ASSERT_EQUAL(bad, 0);
+    CU_ASSERT(checked > 100);
+    free(pre);
+    fx_free(&f);
+}
+
+static void test_grad_params(void) {
+    sp_spn_config c2 = {.n_vars = 12, .depth = 2, .repetitions = 2, .n_leaf = 3, .n_sum = 3,
+                        .var_min = 0.1f, .var_max = 0.4f, .structure_seed = 12};
+    check_param_grads(&c2, 6.0f, 40);
+    sp_spn_config c1 = {.n_vars = 7, .depth = 1, .repetitions = 3, .n_leaf = 4, .n_sum = 1,
+                        .var_min = 0.05f, .var_max = 0.2f, .structure_seed = 13};
+    check_param_grads(&c1, 6.0f, 41);
+    sp_spn_config c3 = {.n_vars = 11, .depth = 3, .repetitions = 2, .n_leaf = 2, .n_sum = 3,
+                        .var_min = 0.1f, .var_max = 0.4f, .structure_seed = 14};
+    check_param_grads(&c3, 6.0f, 42);
+}
+
+/* ---- threads ---- */
+
+/* Forward values and every gradient, at a given thread count. */
+static void run_threads(fixture *f, int threads, const float *x, const float *m, int N,
+                        float *out, float *gx, float *gm, float *gp) {
+    const int D = sp_spn_get_config(f->s)->n_vars;
+    omp_set_num_threads(threads);
+    sp_params_zero_grad(&f->p);
+    sp_tape_reset(f->t);
+    memset(gx, 0, (size_t)N * D * sizeof(float));
+    memset(gm, 0, (size_t)N * D * sizeof(float));
+    sp_tensor *tx = sp_tensor_view(f->t, (float *)x, gx, 2, (int[]){N, D});
+    sp_tensor *tm = sp_tensor_view(f->t, (float *)m, gm, 2, (int[]){N, D});
+    sp_tensor *y = sp_spn_logp(f->t, f->s, &f->p, tx, tm);
+    CU_ASSERT_FATAL(y != NULL);
+    for (int n = 0; n < N; n++) y->grad[n] = 1.0f / N;
+    sp_tape_backward(f->t, y, 0.0f);
+    memcpy(out, y->val, (size_t)N * sizeof(float));
+    memcpy(gp, f->p.grad, (size_t)f->p.total * sizeof(float));
+}
+
+static double max_rel_diff(const float *a, const float *b, long n) {
+    double scale = 0, diff = 0;
+    for (long i = 0; i < n; i++) {
+        scale = fabs(a[i]) > scale ? fabs(a[i]) : scale;
+        diff = fabs(a[i] - b[i]) > diff ? fabs(a[i] - b[i]) : diff;
+    }
+    return scale > 0 ? diff / scale : diff;
+}
+
+static void test_threads_agree(void) {
+    fixture f;
+    sp_spn_config c = sp_spn_config_object(31);
+    CU_ASSERT_FATAL(fx_make(&f, &c, 32) == 0);
+    fx_sharpen(&f, 4.0f);
+    const int N = 203, D = 784; /* not a multiple of the chunk */
+    long nd = (long)N * D;
+    float *x = malloc(nd * sizeof(float)), *m = malloc(nd * sizeof(float));
+    sp_gc_fill_uniform(x, nd, 0.0f, 1.0f, 33);
+    sp_gc_fill_uniform(m, nd, -0.2f, 1.2f, 34);
+    float *o[3], *gx[3], *gm[3], *gp[3];
+    for (int k = 0; k < 3; k++) {
+        o[k] = malloc(N * sizeof(float));
+        gx[k] = malloc(nd * sizeof(float));
+        gm[k] = malloc(nd * sizeof(float));
+        gp[k] = malloc((size_t)f.p.total * sizeof(float));
+    }
+    int saved = omp_get_max_threads();
+    run_threads(&f, 1, x, m, N, o[0], gx[0], gm[0], gp[0]);
+    run_threads(&f, 2, x, m, N, o[1], gx[1], gm[1], gp[1]);
+    run_threads(&f, 2, x, m, N, o[2], gx[2], gm[2], gp[2]);
+    omp_set_num_threads(saved);
+    /* Forward and per-example gradients do not depend on the thread count
+     * (fixed chunks); parameter gradients to summation order. */
+    CU_ASSERT_EQUAL(memcmp(o[0], o[1], N * sizeof(float)), 0);
+    CU_ASSERT_EQUAL(memcmp(gx[0], gx[1], nd * sizeof(float)), 0);
+    CU_ASSERT_EQUAL(memcmp(gm[0], gm[1], nd * sizeof(float)), 0);
+    double rel = max_rel_diff(gp[0], gp[1], f.p.total);
+    if (rel > 1e-5) printf("\n    1 vs 2 threads: parameter gradients differ by %.3g\n", rel);
+    CU_ASSERT(rel <= 1e-5);
+    /* Same thread count: bit-identical. */
+    CU_ASSERT_EQUAL(memcmp(gp[1], gp[2], (size_t)f.p.total * sizeof(float)), 0);
+    CU_ASSERT_EQUAL(memcmp(o[1], o[2], N * sizeof(float)), 0);
+    for (int k = 0; k < 3; k++) {
+        free(o[k]);
+        free(gx[k]);
+        free(gm[k]);
+        free(gp[k]);
+    }
+    free(x);
+    free(m);
+    fx_free(&f);
+}
+
+/* Errors: mismatched shapes fail the tape instead of reading out of bounds. */
+static void test_shape_errors(void) {
+    fixture f;
+    sp_spn_config c = {.n_vars = 8, .depth = 1, .repetitions = 1, .n_leaf = 2, .n_sum = 1,
+                       .var_min = 0.1f, .var_max = 0.2f, .structure_seed = 1};
+    CU_ASSERT_FATAL(fx_make(&f, &c, 1) == 0);
+    float buf[64] = {0};
+    sp_tape_reset(f.t);
+    sp_tensor *x = sp_tensor_view(f.t, buf, NULL, 2, (int[]){3, 7});
+    CU_ASSERT_PTR_NULL(sp_spn_logp(f.t, f.s, &f.p, x, NULL));
+    CU_ASSERT(sp_tape_failed(f.t));
+    sp_tape_reset(f.t);
+    x = sp_tensor_view(f.t, buf, NULL, 2, (int[]){4, 8});
+    sp_tensor *m = sp_tensor_view(f.t, buf, NULL, 2, (int[]){3, 8});
+    CU_ASSERT_PTR_NULL(sp_spn_logp(f.t, f.s, &f.p, x, m));
+    sp_tape_reset(f.t);
+    /* Images (N, H, W) are fine. */
+    x = sp_tensor_view(f.t, buf, NULL, 3, (int[]){4, 2, 4});
+    CU_ASSERT_PTR_NOT_NULL(sp_spn_logp(f.t, f.s, &f.p, x, NULL));
+    fx_free(&f);
+}
+
+int main(void) {
+    static const sp_test_case structure[] = {
+        {"structure is a pure function of the seed", test_structure_from_seed},
+        {"parameter names, shapes and init", test_param_names_and_init},
+        {"shape errors", test_shape_errors},
+        {NULL, NULL}};
+    static const sp_test_case values[] = {
+        {"matches a naive double evaluation", test_matches_reference},
+        {"marginalising every pixel gives 0 exactly", test_full_marginal_is_zero},
+        {"integrates to one (quadrature)", test_integrates_to_one},
+        {"marginal equals the integral of the joint", test_marginal_matches_integral},
+        {NULL, NULL}};
+    static const sp_test_case grads[] = {
+        {"gradients wrt x and marg (gradcheck)", test_grad_inputs},
+        {"gradients wrt every parameter", test_grad_params},
+        {"1 vs 2 threads agree", test_threads_agree},
+        {NULL, NULL}};
+    static const sp_test_suite suites[] = {
+        {"spn structure", structure}, {"spn values", values}, {"spn gradients", grads}, {NULL, NULL}};
+    return sp_test_main(suites);
+}
