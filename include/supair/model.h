@@ -80,6 +80,16 @@ typedef struct sp_model_vtable {
     long (*state_floats)(void *model);
     float *(*state)(void *model);
     void (*destroy)(void *model);
+    /* Inference for `eval --dump`: n_dump float fields per example, field f
+     * of shape dump_shape[f] = {rows, cols} (cols 1 for a vector), e.g.
+     * SuPAIR's presence probabilities (K,1) and boxes (K,4). out[f] points at
+     * (b->n, rows, cols). NULL when the model has nothing to dump. */
+    int (*infer)(void *model, sp_tape *t, const sp_params *p, const sp_batch *b, float *const *out,
+                 sp_error *err);
+    int n_dump;
+    const char *const *dump_names;
+    int dump_shape[4][2];
+    const char *dump_what; /* e.g. "counts and boxes", for messages */
     /* Seed of any random structure the parameters depend on (SuPAIR's SPN
      * region graphs), stored in checkpoints; NULL when there is none. */
     uint64_t (*structure_seed)(const void *model);

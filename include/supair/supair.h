@@ -44,6 +44,7 @@ enum { SP_SUPAIR_T_LSTM = 0, SP_SUPAIR_T_SPN, SP_SUPAIR_T_STN, SP_SUPAIR_T_REST,
 typedef struct sp_supair_profile {
     double fwd[SP_SUPAIR_T_N], bwd[SP_SUPAIR_T_N];
     double last_mark;
+    int pending; /* internal: the section whose backward is running */
 } sp_supair_profile;
 
 /* NULL turns profiling off (the default). */

@@ -463,8 +463,10 @@ static int write_split(hid_t file, const char *split_name, int split, long n,
         if (rc) break;
         const void *img = b->images;
         if (as_u8) {
+            /* Exact: every pixel is k/255 (sp_scenes_stores_uint8). */
+#pragma omp parallel for schedule(static)
             for (long i = 0; i < nb * SP_SCENE_PIXELS; i++)
-                b->bytes[i] = (uint8_t)lrintf(b->images[i] * 255.0f);
+                b->bytes[i] = (uint8_t)(b->images[i] * 255.0f + 0.5f);
             img = b->bytes;
         }
         if (write_rows(di, as_u8 ? H5T_NATIVE_UINT8 : H5T_NATIVE_FLOAT, 3, dim_img, start, nb,

@@ -253,10 +253,10 @@ int sp_ckpt_write(const char *path, const sp_params *p, const sp_ckpt_meta *meta
 
     hid_t fapl = sp_h5_fapl(0);
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-    H5Pclose(fapl);
     char reason[512], what[300];
+    if (f < 0) sp_h5_reason(reason, sizeof reason);
+    H5Pclose(fapl);
     if (f < 0) {
-        sp_h5_reason(reason, sizeof reason);
         return sp_fail(err, SP_ERUNTIME, "%s: cannot create checkpoint file: %s", tmp, reason);
     }
     int bad = write_contents(f, p, meta, state, n_state, what, sizeof what);
@@ -363,10 +363,10 @@ static hid_t open_ckpt(const char *path, sp_error *err) {
     }
     hid_t fapl = sp_h5_fapl(0);
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    char reason[512];
+    if (f < 0) sp_h5_reason(reason, sizeof reason);
     H5Pclose(fapl);
     if (f < 0) {
-        char reason[512];
-        sp_h5_reason(reason, sizeof reason);
         sp_fail(err, SP_ERUNTIME, "%s: unreadable checkpoint (damaged or truncated?): %s", path, reason);
     }
     return f;

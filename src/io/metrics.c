@@ -133,10 +133,10 @@ int sp_metrics_reader_open(sp_metrics_reader **out, const char *path, sp_error *
         r->swmr = 0;
         r->file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     }
+    char reason[512];
+    if (r->file < 0) sp_h5_reason(reason, sizeof reason);
     H5Pclose(fapl);
     if (r->file < 0) {
-        char reason[512];
-        sp_h5_reason(reason, sizeof reason);
         free(r);
         return sp_fail(err, SP_ERUNTIME, "%s: cannot open metrics file: %s", path, reason);
     }
@@ -443,10 +443,10 @@ int sp_metrics_open(sp_metrics **out, const char *path, const char *const *train
     int rewrite = old != NULL;
     hid_t fapl = sp_h5_fapl(1);
     m->file = H5Fcreate(rewrite ? tmp : path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    char reason[512];
+    if (m->file < 0) sp_h5_reason(reason, sizeof reason);
     H5Pclose(fapl);
     if (m->file < 0) {
-        char reason[512];
-        sp_h5_reason(reason, sizeof reason);
         rc = sp_fail(err, SP_ERUNTIME, "%s: cannot create metrics file: %s", rewrite ? tmp : path, reason);
     }
     if (!rc) rc = write_root_attrs(m, info, start_time, err);
@@ -513,10 +513,10 @@ static int write_pending(sp_metrics *m, int gi, sp_error *err) {
         if (fs < 0 || H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &count, NULL) < 0 ||
             H5Dwrite(g->ds[c], mtype, ms, fs, H5P_DEFAULT, src) < 0)
             status = SP_ERUNTIME;
+        char reason[512];
+        if (status) sp_h5_reason(reason, sizeof reason);
         if (fs >= 0) H5Sclose(fs);
         if (status) {
-            char reason[512];
-            sp_h5_reason(reason, sizeof reason);
             sp_fail(err, SP_ERUNTIME, "%s: cannot append to /%s/%s: %s", m->path, GROUP_NAME[gi],
                     g->names[c], reason);
         }

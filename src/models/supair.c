@@ -116,10 +116,10 @@ void sp_supair_set_profile(void *model, sp_supair_profile *prof) {
     ((supair *)model)->prof = prof;
 }
 
-/* ---- profiling: forward sections are timed directly; backward time is
- * attributed by marker nodes. A marker recorded before a group of ops runs
- * right after that group's backward, so the time since the previous marker
- * belongs to the group. */
+/* ---- profiling: forward sections are timed directly. Backward time is
+ * attributed by marker nodes: the marker recorded right after a section runs
+ * right before that section's backward, so each marker closes the interval
+ * of the section named by the marker before it (pending) and opens its own. */
 
 typedef struct marker_ctx {
     sp_supair_profile *prof;
@@ -128,9 +128,11 @@ typedef struct marker_ctx {
 
 static void marker_backward(void *p) {
     marker_ctx *k = p;
+    sp_supair_profile *pf = k->prof;
     double now = sp_time_now();
-    if (k->prof->last_mark > 0.0 && k->comp >= 0) k->prof->bwd[k->comp] += now - k->prof->last_mark;
-    k->prof->last_mark = now;
+    if (pf->last_mark > 0.0 && pf->pending >= 0) pf->bwd[pf->pending] += now - pf->last_mark;
+    pf->last_mark = now;
+    pf->pending = k->comp;
 }
 
 static void mark(supair *m, sp_tape *t, int comp, double *t0) {
@@ -337,7 +339,10 @@ static int forward(supair *m, sp_tape *t, const sp_params *p, const float *x, in
     sp_tensor *vis2 = vis ? sp_reshape(t, vis, 2, (int[]){B * K, GG}) : NULL;
     o->loss = sp_supair_elbo(t, o->z, K, lpo, vis2, lpb, &m->pr, o->elbo, o->count);
     mark(m, t, SP_SUPAIR_T_REST, &t0);
-    if (m->prof) mark(m, t, -1, &t0);  // the first marker backward meets: starts its clock
+    if (m->prof) {
+        m->prof->pending = -1;
+        mark(m, t, -1, &t0);  // the first marker backward meets: starts its clock
+    }
     if (!o->loss || sp_tape_failed(t))
         return sp_fail(err, SP_ERUNTIME, "supair: forward pass failed (out of memory?)");
     return SP_OK;

@@ -31,12 +31,17 @@ void sp_init_glorot_uniform(float *w, long n, int fan_in, int fan_out, uint64_t 
 
 /* Reflectors are applied in panels of this many: a trailing column then
  * stays in L1 while the whole panel passes over it, instead of streaming the
- * trailing matrix from memory once per reflector (8x faster at 2048^2). */
+ * trailing matrix from memory once per reflector. Measured here: a 1024^2
+ * Q in ~0.85 s and 2048^2 in ~6.5 s of CPU time on one thread (the SRNN
+ * GRUs need 6 such blocks), against 1.0 s / 8.3 s unblocked. */
 #define QR_PANEL 16
 
 /* c[k:m] = (I - 2 x x^T) c[k:m] for a unit Householder vector x[k:m]. */
 static inline void reflect(const double *restrict x, double *restrict c, int k, int m) {
     double d = 0.0;
+    /* A vectorised dot product: its (fixed, compile-time) summation order is
+     * the same for every thread count. */
+#pragma omp simd reduction(+ : d)
     for (int i = k; i < m; i++) d += x[i] * c[i];
     d *= 2.0;
     for (int i = k; i < m; i++) c[i] -= d * x[i];

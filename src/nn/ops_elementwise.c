@@ -126,8 +126,12 @@ static void ew_forward(const ew_ctx *c) {
             out[i] = -0.5f * LOG_2PI - logf(y2[i]) - 0.5f * z * z;
         }
         break;
-    case EW_BERNOULLI: /* x, logits */
-        EW_FOR out[i] = x[i] * y1[i] - softplusf_stable(y1[i]);
+    case EW_BERNOULLI: /* x, logits: x l - softplus(l), with the l terms cancelled first
+                        * so a near-certain outcome keeps its tiny log-probability */
+        EW_FOR {
+            float l = y1[i];
+            out[i] = (l > 0 ? (x[i] - 1.0f) * l : x[i] * l) - log1pf(expf(-fabsf(l)));
+        }
         break;
     case EW_KL_DIAG: /* mu_q, logvar_q, mu_p, logvar_p */
         EW_FOR {

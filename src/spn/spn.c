@@ -323,31 +323,54 @@ static void compute_derived(const sp_spn *s, const sp_params *p, float *der) {
     softmax_rows(der + s->droot_off, sp_params_val(p, s->i_root), 1, s->R * s->ctop);
 }
 
-/* Leaf features of one region for rows n0..n0+nb: F (nb, 3 len) =
- * [w | w x | w x^2] with w = 1 - clip(m, 0, 1) (1 without marg). */
-static void gather(float *F, const float *x, const float *m, long n0, int nb, int D,
+/* Leaf features of rows n0..n0+nb in pixel order, planar (nb, D) each:
+ * fw = w, fx = w x, fxx = w x^2 with w = 1 - clip(m, 0, 1) (1 without marg).
+ * Built once per chunk and shared by the R repetitions' gathers. */
+static void leaf_features(float *fw, float *fx, float *fxx, const float *x, const float *m,
+                          long n0, int nb, int D) {
+    const long nd = (long)nb * D;
+    const float *xr = x + n0 * D;
+    if (m) {
+        const float *mr = m + n0 * D;
+        for (long i = 0; i < nd; i++) {
+            /* min/max, not branches: m is often random in [0, 1] and beyond. */
+            float w = 1.0f - fminf(fmaxf(mr[i], 0.0f), 1.0f);
+            float wx = w * xr[i];
+            fw[i] = w;
+            fx[i] = wx;
+            fxx[i] = wx * xr[i];
+        }
+    } else {
+        for (long i = 0; i < nd; i++) {
+            fw[i] = 1.0f;
+            fx[i] = xr[i];
+            fxx[i] = xr[i] * xr[i];
+        }
+    }
+}
+
+/* One region's GEMM operand F (nb, 3 len) = [w | w x | w x^2] of its pixels. */
+static void gather(float *F, const float *fw, const float *fx, const float *fxx, int nb, int D,
                    const int *pr, int len) {
     for (int n = 0; n < nb; n++) {
-        const float *xr = x + (n0 + n) * D;
+        const float *a = fw + (long)n * D, *b = fx + (long)n * D, *c = fxx + (long)n * D;
         float *f = F + (long)n * 3 * len;
-        if (m) {
-            const float *mr = m + (n0 + n) * D;
-            for (int i = 0; i < len; i++) {
-                int q = pr[i];
-                float xv = xr[q], mv = mr[q];
-                float w = 1.0f - (mv < 0.0f ? 0.0f : (mv > 1.0f ? 1.0f : mv));
-                f[i] = w;
-                f[len + i] = w * xv;
-                f[2 * len + i] = w * xv * xv;
-            }
-        } else {
-            for (int i = 0; i < len; i++) {
-                float xv = xr[pr[i]];
-                f[i] = 1.0f;
-                f[len + i] = xv;
-                f[2 * len + i] = xv * xv;
-            }
-        }
+        for (int i = 0; i < len; i++) f[i] = a[pr[i]];
+        for (int i = 0; i < len; i++) f[len + i] = b[pr[i]];
+        for (int i = 0; i < len; i++) f[2 * len + i] = c[pr[i]];
+    }
+}
+
+/* The transpose of gather, accumulating: gw[pr[i]] += G[i] etc. Pixels are
+ * distinct within a region, so there are no conflicts. */
+static void scatter_add(float *gw, float *gx, float *gxx, const float *G, int nb, int D,
+                        const int *pr, int len) {
+    for (int n = 0; n < nb; n++) {
+        float *a = gw + (long)n * D, *b = gx + (long)n * D, *c = gxx + (long)n * D;
+        const float *g = G + (long)n * 3 * len;
+        for (int i = 0; i < len; i++) a[pr[i]] += g[i];
+        for (int i = 0; i < len; i++) b[pr[i]] += g[len + i];
+        for (int i = 0; i < len; i++) c[pr[i]] += g[2 * len + i];
     }
 }
 
@@ -405,6 +428,8 @@ typedef struct spn_ctx {
 /* Per-thread scratch carved from one block. */
 typedef struct spn_scratch {
     float *F, *E, *gE, *ea, *eb, *ta, *tb, *ma, *mb, *ca, *cb, *cr, *gz, *gV[SP_SPN_MAX_DEPTH];
+    float *fw, *fx, *fxx;    /* (nb, D) leaf features in pixel order */
+    float *gfw, *gfx, *gfxx; /* (nb, D) their gradients (backward) */
 } spn_scratch;
 
 static long carve(const sp_spn *s, float *base, spn_scratch *sc) {
@@ -417,6 +442,12 @@ static long carve(const sp_spn *s, float *base, spn_scratch *sc) {
         o += align16((long)(n));                       \
     } while (0)
     TAKE(sc->F, (long)nb * 3 * s->maxlen);
+    TAKE(sc->fw, (long)nb * s->D);
+    TAKE(sc->fx, (long)nb * s->D);
+    TAKE(sc->fxx, (long)nb * s->D);
+    TAKE(sc->gfw, (long)nb * s->D);
+    TAKE(sc->gfx, (long)nb * s->D);
+    TAKE(sc->gfxx, (long)nb * s->D);
     TAKE(sc->E, (long)nb * s->cmax);
     TAKE(sc->gE, (long)nb * s->cmax);
     TAKE(sc->ea, (long)nb * wmax);
@@ -441,11 +472,13 @@ static inline long vstride(const sp_spn *s, int l) {
 static void forward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch *sc) {
     const sp_spn *s = c->s;
     const int K = s->K, S = s->S, R = s->R, d = s->d;
+    leaf_features(sc->fw, sc->fx, sc->fxx, c->x, c->m, n0, nb, s->D);
     for (int r = 0; r < R; r++) {
         const long vs0 = vstride(s, 0);
         for (int j = 0; j < s->G0; j++) {
             int len = s->off[j + 1] - s->off[j];
-            gather(sc->F, c->x, c->m, n0, nb, s->D, s->perm + (long)r * s->D + s->off[j], len);
+            gather(sc->F, sc->fw, sc->fx, sc->fxx, nb, s->D, s->perm + (long)r * s->D + s->off[j],
+                   len);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, K, 3 * len, 1.0f, sc->F,
                         3 * len, c->der + theta_off(s, r, j), K, 0.0f,
                         c->V[0] + n0 * vs0 + ((long)r * s->G0 + j) * K, (int)vs0);
@@ -513,8 +546,16 @@ static void backward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch 
     const sp_spn *s = c->s;
     const int K = s->K, S = s->S, R = s->R, d = s->d;
     const float *g = c->out->grad + n0;
+    const int need_in = c->gx || c->gm;
+    const long nd = (long)nb * s->D;
     for (int l = 0; l < d; l++)
         memset(sc->gV[l], 0, (size_t)nb * vstride(s, l) * sizeof(float));
+    leaf_features(sc->fw, sc->fx, sc->fxx, c->x, c->m, n0, nb, s->D);
+    if (need_in) {
+        memset(sc->gfw, 0, (size_t)nd * sizeof(float));
+        memset(sc->gfx, 0, (size_t)nd * sizeof(float));
+        memset(sc->gfxx, 0, (size_t)nd * sizeof(float));
+    }
     for (int r = 0; r < R; r++) {
         /* Root -> top product of repetition r. */
         {
@@ -599,28 +640,33 @@ static void backward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch 
             const int *pr = s->perm + (long)r * s->D + s->off[j];
             const float *gL = sc->gV[0] + ((long)r * s->G0 + j) * K;
             const long to = theta_off(s, r, j);
-            gather(sc->F, c->x, c->m, n0, nb, s->D, pr, len);
+            gather(sc->F, sc->fw, sc->fx, sc->fxx, nb, s->D, pr, len);
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 3 * len, K, nb, 1.0f, sc->F,
                         3 * len, gL, (int)vs0, 1.0f, part + to, K);
-            if (!c->gx && !c->gm) continue;
-            /* F is free again: reuse it for the per-pixel gradients of
-             * (w, w x, w x^2). */
+            if (!need_in) continue;
+            /* F is free again: reuse it for the gradients of (w, w x, w x^2). */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, 3 * len, K, 1.0f, gL,
                         (int)vs0, c->der + to, K, 0.0f, sc->F, 3 * len);
-            for (int n = 0; n < nb; n++) {
-                const long row = (n0 + n) * s->D;
-                const float *G = sc->F + (long)n * 3 * len;
-                for (int i = 0; i < len; i++) {
-                    int q = pr[i];
-                    float xv = c->x[row + q];
-                    float mv = c->m ? c->m[row + q] : 0.0f;
-                    float wgt = 1.0f - (mv < 0.0f ? 0.0f : (mv > 1.0f ? 1.0f : mv));
-                    float gA = G[i], gB = G[len + i], gC = G[2 * len + i];
-                    if (c->gx) c->gx[row + q] += wgt * (gB + 2.0f * xv * gC);
-                    if (c->gm && mv >= 0.0f && mv <= 1.0f)
-                        c->gm[row + q] -= gA + xv * (gB + xv * gC);
-                }
-            }
+            scatter_add(sc->gfw, sc->gfx, sc->gfxx, sc->F, nb, s->D, pr, len);
+        }
+    }
+    if (!need_in) return;
+    /* (w, w x, w x^2) -> x and m: d/dx = w (gfx + 2 x gfxx); d/dw = gfw + x gfx
+     * + x^2 gfxx, and dw/dm = -1 where 0 <= m <= 1. */
+    const float *xr = c->x + n0 * s->D;
+    const float *mr = c->m ? c->m + n0 * s->D : NULL;
+    if (c->gx) {
+        float *gx = c->gx + n0 * s->D;
+        for (long i = 0; i < nd; i++) {
+            float w = mr ? 1.0f - fminf(fmaxf(mr[i], 0.0f), 1.0f) : 1.0f;
+            gx[i] += w * (sc->gfx[i] + 2.0f * xr[i] * sc->gfxx[i]);
+        }
+    }
+    if (c->gm) {
+        float *gm = c->gm + n0 * s->D;
+        for (long i = 0; i < nd; i++) {
+            float inside = (mr[i] >= 0.0f && mr[i] <= 1.0f) ? 1.0f : 0.0f;
+            gm[i] -= inside * (sc->gfw[i] + xr[i] * (sc->gfx[i] + xr[i] * sc->gfxx[i]));
         }
     }
 }

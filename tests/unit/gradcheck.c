@@ -154,7 +154,7 @@ static void index_str(char *buf, size_t n, const sp_gc_input *s, long flat) {
     if (o < (int)n) snprintf(buf + o, n - (size_t)o, "]");
 }
 
-static int finish(gc *g, sp_gc_result *res, int ok) {
+static int finish(gc *g, int ok) {
     if (g->t) sp_tape_destroy(g->t);
     for (int i = 0; i < g->n_in; i++) {
         if (g->val) free(g->val[i]);
@@ -164,7 +164,6 @@ static int finish(gc *g, sp_gc_result *res, int ok) {
     free(g->grad);
     free(g->in);
     free(g->w);
-    (void)res;
     return ok;
 }
 
@@ -180,7 +179,7 @@ int sp_gradcheck(sp_gc_build f, void *ctx, int n_in, const sp_gc_input *spec, ui
     g.in = calloc((size_t)n_in + 1, sizeof *g.in);
     if (!g.t || !g.val || !g.grad || !g.in) {
         snprintf(res->worst, sizeof res->worst, "out of memory");
-        return finish(&g, res, 0);
+        return finish(&g, 0);
     }
     uint64_t rs = seed ^ 0x6A09E667F3BCC909ull;
     for (int i = 0; i < n_in; i++) {
@@ -189,7 +188,7 @@ int sp_gradcheck(sp_gc_build f, void *ctx, int n_in, const sp_gc_input *spec, ui
         g.grad[i] = calloc((size_t)(n ? n : 1), sizeof(float));
         if (!g.val[i] || !g.grad[i]) {
             snprintf(res->worst, sizeof res->worst, "out of memory");
-            return finish(&g, res, 0);
+            return finish(&g, 0);
         }
         for (long k = 0; k < n; k++)
             g.val[i][k] =
@@ -200,13 +199,13 @@ int sp_gradcheck(sp_gc_build f, void *ctx, int n_in, const sp_gc_input *spec, ui
     sp_tensor *out = build(&g, 0);
     if (!out) {
         snprintf(res->worst, sizeof res->worst, "build returned NULL or failed the tape");
-        return finish(&g, res, 0);
+        return finish(&g, 0);
     }
     g.n_out = out->size;
     g.w = malloc((size_t)(g.n_out ? g.n_out : 1) * sizeof(float));
     if (!g.w) {
         snprintf(res->worst, sizeof res->worst, "out of memory");
-        return finish(&g, res, 0);
+        return finish(&g, 0);
     }
     for (long k = 0; k < g.n_out; k++) g.w[k] = (float)(2.0 * uniform01(&rs) - 1.0);
 
@@ -215,7 +214,7 @@ int sp_gradcheck(sp_gc_build f, void *ctx, int n_in, const sp_gc_input *spec, ui
     float **g0 = calloc((size_t)n_in + 1, sizeof *g0);
     if (!g0) {
         snprintf(res->worst, sizeof res->worst, "out of memory");
-        return finish(&g, res, 0);
+        return finish(&g, 0);
     }
     int any_grad = 0;
     for (int i = 0; i < n_in; i++) {
@@ -309,5 +308,5 @@ int sp_gradcheck(sp_gc_build f, void *ctx, int n_in, const sp_gc_input *spec, ui
         ok = 0;
     }
     if (ok && !worst_set) snprintf(res->worst, sizeof res->worst, "no element checked");
-    return finish(&g, res, ok);
+    return finish(&g, ok);
 }

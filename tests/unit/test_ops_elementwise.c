@@ -223,7 +223,8 @@ static void test_broadcast_grad(void) {
                 op_ctx c = {op};
                 sp_gc_result r;
                 int ok = sp_gradcheck(build_op, &c, 2, s, seed++, SP_GC_ATOL, SP_GC_RTOL, &r);
-                if (!ok) printf("\n    %s pattern #%zu (%d): %s\n", op_names[op], p, which, r.worst);
+                if (!ok)
+                    printf("\n    %s pattern #%zu (%d): %s\n", op_names[op], p, which, r.worst);
                 CU_ASSERT(ok);
             }
 }
@@ -293,7 +294,8 @@ static void test_threaded_matches_serial(void) {
     CU_ASSERT_EQUAL(bad, 0);
     sp_tensor *L = sp_sum_all(t, y);
     sp_tape_backward(t, L, 1.0f);
-    for (int i = 0; i < n; i += 997) SP_ASSERT_CLOSE(x->grad[i], reference(OP_SIGMOID, x->val[i], 0), 1e-6);
+    for (int i = 0; i < n; i += 997)
+        SP_ASSERT_CLOSE(x->grad[i], reference(OP_SIGMOID, x->val[i], 0), 1e-6);
     sp_tape_destroy(t);
 }
 

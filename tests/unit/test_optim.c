@@ -1,7 +1,9 @@
 /* Tests of Adam (both forms) against hand-computed steps, gradient clipping,
  * the global norm and the finiteness check (optim.h). */
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "supair/optim.h"
@@ -179,9 +181,36 @@ static void test_norm_large_and_deterministic(void) {
         p.grad[i] = (float)((i % 1013) * 1e-3 - 0.5);
         s += (double)p.grad[i] * p.grad[i];
     }
-    double n1 = sp_grad_global_norm(&p), n2 = sp_grad_global_norm(&p);
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    double n1 = sp_grad_global_norm(&p);
+    omp_set_num_threads(2);
+    double n2 = sp_grad_global_norm(&p);
     SP_ASSERT_CLOSE(n1, sqrt(s), 1e-9 * sqrt(s));
-    CU_ASSERT_EQUAL(n1, n2);
+    CU_ASSERT_EQUAL(n1, n2); // bit-identical at 1 and 2 threads
+    /* Adam is element-wise: bit-identical at any thread count too. */
+    sp_adam a1, a2;
+    sp_adam_init(&a1, SP_ADAM_PYTORCH, 1e-3f);
+    sp_adam_init(&a2, SP_ADAM_PYTORCH, 1e-3f);
+    omp_set_num_threads(1);
+    sp_adam_step(&p, &a1, -1);
+    size_t bytes = (size_t)p.total * sizeof(float);
+    float *val1 = malloc(bytes), *v_1 = malloc(bytes);
+    memcpy(val1, p.val, bytes);
+    memcpy(v_1, p.adam_v, bytes);
+    float v1 = p.val[12345], m1 = p.adam_m[300001];
+    memset(p.val, 0, (size_t)p.total * sizeof(float));
+    sp_params_zero_adam(&p);
+    omp_set_num_threads(2);
+    sp_adam_step(&p, &a2, -1);
+    omp_set_num_threads(saved);
+    CU_ASSERT_EQUAL(v1, p.val[12345]);
+    CU_ASSERT_EQUAL(m1, p.adam_m[300001]);
+    CU_ASSERT_NOT_EQUAL(v1, 0.0f);
+    CU_ASSERT_EQUAL(memcmp(val1, p.val, bytes), 0);
+    CU_ASSERT_EQUAL(memcmp(v_1, p.adam_v, bytes), 0);
+    free(val1);
+    free(v_1);
     CU_ASSERT_TRUE(sp_grad_all_finite(&p));
     p.grad[300999] = NAN;
     CU_ASSERT_FALSE(sp_grad_all_finite(&p));

@@ -78,21 +78,26 @@ static void assert_close_arr(const char *what, const float *got, const double *w
 
 static const int sizes[][2] = {{1, 1}, {3, 5}, {2, 7}, {1, 4}, {5, 2}, {4, 9}};
 #define N_SIZES ((int)(sizeof sizes / sizeof sizes[0]))
+/* Forward checks add one SuPAIR-sized cell: threaded gates, blocked sgemm. */
+static const int fwd_sizes[][2] = {{1, 1}, {3, 5}, {2, 7}, {1, 4}, {5, 2}, {4, 9}, {70, 256}};
+#define N_FWD ((int)(sizeof fwd_sizes / sizeof fwd_sizes[0]))
 
 /* ---- LSTM ---- */
 
 static void test_lstm_forward(void) {
-    sp_tape *t = sp_tape_create(1 << 20);
-    for (int s = 0; s < N_SIZES; s++) {
-        const int B = sizes[s][0], H = sizes[s][1];
+    sp_tape *t = sp_tape_create(8 << 20);
+    for (int s = 0; s < N_FWD; s++) {
+        const int B = fwd_sizes[s][0], H = fwd_sizes[s][1];
         sp_tape_reset(t);
-        float *x = rnd(t, (long)B * 4 * H, -2, 2, 10 + s), *W = rnd(t, (long)H * 4 * H, -1, 1, 20 + s);
+        const float ws = 3.0f / sqrtf((float)H);  // keeps h W_h O(1), gates unsaturated
+        float *x = rnd(t, (long)B * 4 * H, -2, 2, 10 + s), *W = rnd(t, (long)H * 4 * H, -ws, ws, 20 + s);
         float *h = rnd(t, (long)B * H, -1, 1, 30 + s), *c = rnd(t, (long)B * H, -2, 2, 40 + s);
         sp_tensor *tx = sp_tensor_view(t, x, NULL, 2, (int[]){B, 4 * H});
         sp_tensor *tW = sp_tensor_view(t, W, NULL, 2, (int[]){H, 4 * H});
         sp_tensor *th = sp_tensor_view(t, h, NULL, 2, (int[]){B, H});
         sp_tensor *tc = sp_tensor_view(t, c, NULL, 2, (int[]){B, H});
-        double ho[64], co[64];
+        double *ho = sp_tape_alloc(t, sizeof(double) * B * H);
+        double *co = sp_tape_alloc(t, sizeof(double) * B * H);
         for (int state = 0; state < 2; state++) {
             sp_tensor *hn, *cn;
             int rc = sp_lstm_cell(t, tx, state ? th : NULL, state ? tc : NULL, tW, 1.0f, &hn, &cn);
@@ -194,17 +199,18 @@ static void test_lstm_bad_input(void) {
 /* ---- GRU ---- */
 
 static void test_gru_forward(void) {
-    sp_tape *t = sp_tape_create(1 << 20);
-    for (int s = 0; s < N_SIZES; s++) {
-        const int B = sizes[s][0], H = sizes[s][1];
+    sp_tape *t = sp_tape_create(8 << 20);
+    for (int s = 0; s < N_FWD; s++) {
+        const int B = fwd_sizes[s][0], H = fwd_sizes[s][1];
         sp_tape_reset(t);
-        float *x = rnd(t, (long)B * 3 * H, -2, 2, 50 + s), *W = rnd(t, (long)H * 3 * H, -1, 1, 60 + s);
+        const float ws = 3.0f / sqrtf((float)H);
+        float *x = rnd(t, (long)B * 3 * H, -2, 2, 50 + s), *W = rnd(t, (long)H * 3 * H, -ws, ws, 60 + s);
         float *h = rnd(t, (long)B * H, -1, 1, 70 + s), *bias = rnd(t, 3 * H, -1, 1, 80 + s);
         sp_tensor *tx = sp_tensor_view(t, x, NULL, 2, (int[]){B, 3 * H});
         sp_tensor *tW = sp_tensor_view(t, W, NULL, 2, (int[]){H, 3 * H});
         sp_tensor *th = sp_tensor_view(t, h, NULL, 2, (int[]){B, H});
         sp_tensor *tb = sp_tensor_view(t, bias, NULL, 1, (int[]){3 * H});
-        double ho[64];
+        double *ho = sp_tape_alloc(t, sizeof(double) * B * H);
         for (int state = 0; state < 2; state++) {
             sp_tensor *hn = sp_gru_cell(t, tx, state ? th : NULL, tW, tb);
             CU_ASSERT_PTR_NOT_NULL_FATAL(hn);

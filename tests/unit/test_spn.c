@@ -77,11 +77,9 @@ static double lse(const double *v, int n) {
 }
 
 static void log_softmax(double *out, const float *logits, int n) {
-    double *v = malloc((size_t)n * sizeof(double));
-    for (int i = 0; i < n; i++) v[i] = logits[i];
-    double z = lse(v, n);
-    for (int i = 0; i < n; i++) out[i] = v[i] - z;
-    free(v);
+    for (int i = 0; i < n; i++) out[i] = logits[i];
+    double z = lse(out, n);
+    for (int i = 0; i < n; i++) out[i] -= z;
 }
 
 static double ref_logp(const fixture *f, const float *x, const float *m) {
@@ -378,6 +376,31 @@ static void test_grad_inputs(void) {
     fx_free(&f);
 }
 
+/* clip(m, 0, 1) passes no gradient outside [0, 1]; inside it does. */
+static void test_grad_marg_clip(void) {
+    sp_spn_config c = {.n_vars = 12, .depth = 2, .repetitions = 2, .n_leaf = 3, .n_sum = 3,
+                       .var_min = 0.1f, .var_max = 0.4f, .structure_seed = 10};
+    fixture f;
+    CU_ASSERT_FATAL(fx_make(&f, &c, 19) == 0);
+    fx_sharpen(&f, 6.0f);
+    float x[24], m[24], gm[24] = {0};
+    sp_gc_fill_uniform(x, 24, 0.0f, 1.0f, 3);
+    for (int i = 0; i < 24; i++) m[i] = (i % 3 == 0) ? -0.5f : (i % 3 == 1) ? 1.5f : 0.5f;
+    sp_tape_reset(f.t);
+    sp_tensor *tx = sp_tensor_view(f.t, x, NULL, 2, (int[]){2, 12});
+    sp_tensor *tm = sp_tensor_view(f.t, m, gm, 2, (int[]){2, 12});
+    sp_tensor *y = sp_spn_logp(f.t, f.s, &f.p, tx, tm);
+    CU_ASSERT_FATAL(y != NULL);
+    y->grad[0] = 1.0f;
+    y->grad[1] = -0.5f;
+    sp_tape_backward(f.t, y, 0.0f);
+    for (int i = 0; i < 24; i++) {
+        if (i % 3 != 2) CU_ASSERT_EQUAL(gm[i], 0.0f);
+        if (i % 3 == 2) CU_ASSERT(gm[i] != 0.0f);
+    }
+    fx_free(&f);
+}
+
 /* L = sum_n w_n log p_n in double. */
 static double loss_of(fixture *f, const float *x, const float *m, const float *w, int N) {
     float out[64];
@@ -568,6 +591,7 @@ int main(void) {
         {NULL, NULL}};
     static const sp_test_case grads[] = {
         {"gradients wrt x and marg (gradcheck)", test_grad_inputs},
+        {"no marg gradient where clip saturates", test_grad_marg_clip},
         {"gradients wrt every parameter", test_grad_params},
         {"1 vs 2 threads agree", test_threads_agree},
         {NULL, NULL}};

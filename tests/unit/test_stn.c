@@ -407,7 +407,8 @@ static void test_nodes(void) {
 
 /* SuPAIR's sizes: 256 scenes x 3 glimpses of 28x28 from 50x50 (+ the padded
  * 52x52 visibility pass) and the 3 score-map scatters, forward + backward.
- * Prints the time; asserts only a generous bound. */
+ * Prints the process CPU time (wall time means little on a shared machine);
+ * asserts only a generous bound that also holds under the sanitizers. */
 static void test_speed(void) {
     const int Bi = 256, K = 3, B = Bi * K, H = 50, W = 50, P = 28 * 28;
     sp_tape *t = sp_tape_create(64u << 20);
@@ -426,7 +427,7 @@ static void test_speed(void) {
     }
     for (int i = 0; i < B * P; i++) ones[i] = 1.0f;
     struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t0);
     sp_tensor *ti = view3(t, img, gimg, Bi, H, W), *tth = view2(t, th, gth, B, 6);
     sp_tensor *g = sp_stn_sample(t, ti, tth, 28, 28, 28, 28);
     sp_tensor *v = sp_stn_sample(t, sp_pad1(t, ti), tth, 28, 28, 28, 28);
@@ -435,10 +436,10 @@ static void test_speed(void) {
     for (long i = 0; i < g->size; i++) g->grad[i] = 1e-3f, v->grad[i] = 1e-3f;
     for (long i = 0; i < s->size; i++) s->grad[i] = 1e-3f;
     sp_tape_backward(t, g, 0.0f);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t1);
     double ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) * 1e-6;
-    printf("(%d x %d points, 3 ops fwd+bwd: %.1f ms) ", B, P, ms);
-    CU_ASSERT(ms < 2000);
+    printf("(%d x %d points, 3 ops fwd+bwd: %.1f ms CPU) ", B, P, ms);
+    CU_ASSERT(ms < 5000);
     sp_tape_destroy(t);
 }
 

@@ -272,6 +272,22 @@ static void make_scenes(float *x, int32_t *counts, float *boxes, int n, uint64_t
     }
 }
 
+/* Smooth scenes (Gaussian blobs on a gentle gradient): the bilinear sampler is
+ * piecewise linear with kinks at integer coordinates, whose slope jumps scale
+ * with the image's second differences; smooth images keep finite differences
+ * across those kinks close to the derivative. */
+static void make_smooth_scenes(float *x, int n, uint64_t seed) {
+    for (int i = 0; i < n; i++) {
+        double cx = 12 + (seed * 7 + i * 13) % 25, cy = 15 + (seed * 3 + i * 5) % 20;
+        for (int y = 0; y < 50; y++)
+            for (int xx = 0; xx < 50; xx++) {
+                double d2 = (xx - cx) * (xx - cx) + (y - cy) * (y - cy);
+                x[(size_t)i * 2500 + y * 50 + xx] =
+                    (float)(0.05 + 0.001 * (xx + y) + 0.8 * exp(-d2 / (2 * 5.0 * 5.0)));
+            }
+    }
+}
+
 static double loss_of(tmodel *tm, const float *x, const int64_t *idx, int n, int64_t step,
                       int backward, double *terms) {
     sp_error err = {0};
@@ -330,7 +346,7 @@ static void test_whole_grad(void) {
     tmodel_init(&tm, NULL);
     const int n = 2;
     float *x = malloc((size_t)n * 2500 * sizeof(float));
-    make_scenes(x, NULL, NULL, n, 4);
+    make_smooth_scenes(x, n, 4);
     int64_t *idx = iota(n, 10);
     sp_params_zero_grad(&tm.p);
     double L0 = loss_of(&tm, x, idx, n, 3, 1, NULL);
@@ -349,11 +365,11 @@ static void test_whole_grad(void) {
             printf("\n    %-16s |g| %.3g (too small to check)", en->name, gn);
             continue;
         }
-        double best_fd = 0, best_err = 1e30;
-        // two step sizes; the better agreement counts (kinks of the bilinear
-        // sampler can spoil one)
-        for (int hs = 0; hs < 5; hs++) {
-            double h = 0.03 / pow(3.0, hs) * (1.0 + 10.0 / gn) / 1.0;
+        // two steps, both small enough for the curvature of the loss along u
+        // (checked: the estimates converge to |g_T| as h shrinks)
+        double fds[2], errs[2];
+        for (int hs = 0; hs < 2; hs++) {
+            double h = 0.0012 * (1.0 + 10.0 / gn) / (hs ? 3.0 : 1.0);
             float *save = malloc((size_t)en->size * sizeof(float));
             memcpy(save, v, (size_t)en->size * sizeof(float));
             for (long i = 0; i < en->size; i++) v[i] = save[i] + (float)(h * ge[i] / gn);
@@ -362,13 +378,29 @@ static void test_whole_grad(void) {
             double Lm = loss_of(&tm, x, idx, n, 3, 0, NULL);
             memcpy(v, save, (size_t)en->size * sizeof(float));
             free(save);
-            double fd = (Lp - Lm) / (2 * h);
-            double err = fabs(fd - gn) / gn;
-            if (err < best_err) best_err = err, best_fd = fd;
-            printf("\n      h %.3g fd %.6g", h, fd);
+            fds[hs] = (Lp - Lm) / (2 * h);
+            errs[hs] = fabs(fds[hs] - gn) / gn;
         }
-        printf("\n    %-16s |g| %10.4g  fd %10.4g  rel err %.2e", en->name, gn, best_fd, best_err);
-        if (!(best_err < 0.03)) bad++;
+        double best_err = fmin(errs[0], errs[1]), worst_err = fmax(errs[0], errs[1]);
+        printf("\n    %-16s |g| %10.4g  fd %10.4g %10.4g  rel err %.2e", en->name, gn, fds[0],
+               fds[1], best_err);
+        if (!(best_err < 0.01 && worst_err < 0.03)) bad++;
+        // and the single element with the largest gradient
+        long im = 0;
+        for (long i = 1; i < en->size; i++)
+            if (fabsf(ge[i]) > fabsf(ge[im])) im = i;
+        double h = 0.0012 * (1.0 + 1.0 / fabs(ge[im]));
+        float save = v[im];
+        v[im] = (float)(save + h);
+        double hp = (double)v[im] - save;  // the step float really took
+        double Lp = loss_of(&tm, x, idx, n, 3, 0, NULL);
+        v[im] = (float)(save - h);
+        double hm = save - (double)v[im];
+        double Lm = loss_of(&tm, x, idx, n, 3, 0, NULL);
+        v[im] = save;
+        double fd1 = (Lp - Lm) / (hp + hm), e1 = fabs(fd1 - ge[im]) / fabs(ge[im]);
+        printf("\n    %-16s [%ld] g %10.4g  fd %10.4g  rel err %.2e", en->name, im, ge[im], fd1, e1);
+        if (!(e1 < 0.03)) bad++;
     }
     printf("\n");
     CU_ASSERT_EQUAL(bad, 0);
