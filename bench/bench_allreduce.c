@@ -10,7 +10,8 @@
  * Model (ring allreduce of n bytes over p ranks, per bucket):
  *   T(n, p) = 2 (p-1) alpha + 2 (p-1)/p * n * beta
  * At p = 2 this is 2 alpha + n beta, so the fit T = a + b n over the 2-rank
- * measurements gives alpha = a/2, beta = b. Weak scaling keeps the per-rank
+ * measurements (b: least squares over sizes >= 1 MB; a: from sizes <= 64 KB;
+ * medians of repeated calls) gives alpha = a/2, beta = b. Weak scaling keeps the per-rank
  * batch, so the compute time per step stays T_c and
  *   efficiency = T_c / (T_c + T_comm(p))                (no overlap)
  *   efficiency = T_c / (T_c + max(0, T_comm - 2/3 T_c)) (buckets hidden behind backward)
@@ -62,10 +63,17 @@ static int parse(int argc, char **argv, opts *o) {
     return 0;
 }
 
-/* Seconds per call of the slowest rank: mode 0 blocking, 1 overlapped. */
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median seconds per call (robust to other processes on a shared node), of
+ * the slowest rank: mode 0 blocking, 1 overlapped. */
 static double time_reduce(sp_dist *d, float *buf, long n, int mode, int reps) {
     sp_error err;
-    double t = 0;
+    double t[512];
+    if (reps > 512) reps = 512;
     for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
         sp_dist_barrier(d, &err);
         double t0 = sp_time_now();
@@ -81,9 +89,10 @@ static double time_reduce(sp_dist *d, float *buf, long n, int mode, int reps) {
             fprintf(stderr, "bench_allreduce: %s\n", err.msg);
             sp_dist_abort(d, 2);
         }
-        if (r >= 0) t += sp_time_now() - t0;
+        if (r >= 0) t[r] = sp_time_now() - t0;
     }
-    int64_t ns = (int64_t)(t / reps * 1e9);
+    qsort(t, (size_t)reps, sizeof *t, cmp_double);
+    int64_t ns = (int64_t)(t[reps / 2] * 1e9);
     sp_dist_max_int64(d, &ns, 1, &err);
     return (double)ns * 1e-9;
 }
@@ -138,8 +147,9 @@ int main(int argc, char **argv) {
                "overlap us", "algbw GB/s");
     }
     /* Message-size sweep: each size one bucket. */
-    double sx = 0, sy = 0, sxx = 0, sxy = 0, sw = 0;
-    for (size_t bytes = 4096; bytes <= max_bytes; bytes *= 2) {
+    double tsize[32], xsize[32];
+    int ns = 0;
+    for (size_t bytes = 4096; bytes <= max_bytes && ns < 32; bytes *= 2) {
         long n = (long)(bytes / sizeof(float));
         sp_dist_set_bucket_bytes(d, bytes);
         int reps = reps_for(bytes, o.quick);
@@ -149,17 +159,27 @@ int main(int argc, char **argv) {
         if (root)
             printf("  %10zu  %12.1f %10.2f %10.2f  %12.1f %10.2f\n", bytes, tb * 1e6, (double)bytes / tb / 1e9,
                    bus / 1e9, to * 1e6, (double)bytes / to / 1e9);
-        /* Relative least squares (weights 1/T^2): small and large sizes
-         * count alike, so alpha is not lost in the 64 MB times. */
-        double w = 1.0 / (tb * tb), x = (double)bytes;
-        sw += w;
-        sx += w * x;
-        sy += w * tb;
-        sxx += w * x * x;
-        sxy += w * x * tb;
+        xsize[ns] = (double)bytes;
+        tsize[ns++] = tb;
     }
-    double b = (sw * sxy - sx * sy) / (sw * sxx - sx * sx);
-    double a = (sy - b * sx) / sw;
+    /* Two regimes: the slope (beta) by least squares over sizes >= 1 MB,
+     * where bandwidth dominates; the intercept from the small sizes, where
+     * latency does (a plain fit over all sizes lets 64 MB noise swamp it). */
+    double sx = 0, sy = 0, sxx = 0, sxy = 0;
+    int nl = 0;
+    for (int i = 0; i < ns; i++)
+        if (xsize[i] >= 1048576.0) {
+            sx += xsize[i];
+            sy += tsize[i];
+            sxx += xsize[i] * xsize[i];
+            sxy += xsize[i] * tsize[i];
+            nl++;
+        }
+    double b = (nl * sxy - sx * sy) / (nl * sxx - sx * sx);
+    if (!(b > 0)) b = tsize[ns - 1] / xsize[ns - 1];
+    double a = 1e30;
+    for (int i = 0; i < ns && xsize[i] <= 65536.0; i++) a = fmin(a, tsize[i] - b * xsize[i]);
+    if (a < 0) a = 0;
     double alpha = a / 2, beta = b; /* ring at p = 2: 2 alpha + n beta */
     if (root) {
         printf("\n  fit T = a + b*n at p=%d: a = %.2f us, b = %.4f ns/byte (%.2f GB/s)\n", p, a * 1e6,

@@ -140,8 +140,16 @@ int sp_dist_check_agreement(sp_dist *d, const char *config_text, uint64_t data_f
 
 /* Installs async-signal-safe handlers for SIGUSR1 and SIGTERM that only
  * record the signal; training stops at the next step boundary. Open MPI's
- * mpirun forwards SIGUSR1/SIGUSR2 to every rank, but answers SIGTERM by
- * killing the ranks soon after: job scripts should deliver SIGUSR1. */
+ * mpirun (4.1) forwards SIGUSR1/SIGUSR2 to every rank and then exits with
+ * the ranks' status; on SIGTERM it signals the ranks too but exits 1 and
+ * kills them shortly after, so job scripts should deliver SIGUSR1 to mpirun
+ * (srun delivers SIGTERM to every task, then SIGKILL after KillWait).
+ *
+ * Shutdown order matters: mpirun kills every remaining rank as soon as one
+ * rank exits non-zero. After a stop verdict, rank 0 writes the checkpoint,
+ * then ALL ranks call sp_dist_barrier and sp_dist_finalize, and only then
+ * exit 3; otherwise a fast rank's exit can kill rank 0 mid-checkpoint (the
+ * atomic write then leaves the previous checkpoint, but the stop is lost). */
 int sp_dist_install_signal_handlers(sp_error *err);
 /* The signal number received on this rank (0: none), and a way to raise the
  * stop locally without a signal (time limit, tests). */

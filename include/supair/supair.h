@@ -33,7 +33,8 @@ uint64_t sp_supair_structure_seed(const void *model);
 /* Forward inference without gradients on n scenes x (n, 50, 50):
  * rho (n, K) presence probabilities, boxes (n, K, 4) [x, y, w, h] in pixels
  * from the posterior MEAN of z_where (w = 28 sx, h = 28 sy); K =
- * supair.max_objects. Either output may be NULL. Uses and resets the tape. */
+ * supair.max_objects. Either output may be NULL. Allocates from the tape
+ * (the caller resets it). The vtable's infer (eval --dump) wraps this. */
 int sp_supair_infer(void *model, sp_tape *t, const sp_params *p, const float *x, int n, float *rho,
                     float *boxes, sp_error *err);
 

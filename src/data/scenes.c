@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "supair/idx.h"
 #include "supair/rng.h"
@@ -28,9 +29,11 @@
 /* Scenes per generated and written block: bounds memory (41 MB of floats)
  * and sets how often progress and the stop flag are looked at. */
 #define BLOCK 4096
-/* Rows per HDF5 chunk of /SPLIT/images: a random-row batch decompresses one
- * chunk per row it touches, so chunks stay small (40 KB as uint8). */
-#define IMG_CHUNK_ROWS 16
+/* Rows per HDF5 chunk of /SPLIT/images. One row per chunk: a shuffled batch
+ * then decompresses only the rows it reads. Measured on the 60k Fashion
+ * file, batch 256: 8.7 ms CPU per batch at 1 row/chunk, 16-28 ms at 4-16
+ * rows; the file is 21% larger (30.9 vs 25.4 MB). */
+#define IMG_CHUNK_ROWS 1
 #define DEFLATE_LEVEL 4
 
 /* ---- random helpers ---- */
@@ -425,7 +428,45 @@ typedef struct block_buf {
     uint8_t *bytes;
     int32_t *counts, *labels;
     float *boxes;
+    uint8_t *zbuf; /* (BLOCK, zbound) compressed rows */
+    size_t zbound;
+    size_t *zlen;
 } block_buf;
+
+_Static_assert(IMG_CHUNK_ROWS == 1, "write_chunks stores one row per chunk");
+
+/* Writes rows [start, start+nb) of a one-row-per-chunk dataset with HDF5's
+ * shuffle (for elem > 1) and deflate filters applied by us, in parallel, then
+ * stored with H5Dwrite_chunk: single-threaded compression inside H5Dwrite
+ * was the largest serial cost of a build. The chunks are the same bytes
+ * whatever the thread count, and read back through the standard filters. */
+static int write_chunks(hid_t d, long start, long nb, const uint8_t *raw, size_t row_bytes,
+                        size_t elem, block_buf *b) {
+    int bad = 0;
+#pragma omp parallel
+    {
+        uint8_t shuf[SP_SCENE_PIXELS * sizeof(float)];
+#pragma omp for schedule(static) reduction(| : bad)
+        for (long i = 0; i < nb; i++) {
+            const uint8_t *src = raw + i * row_bytes;
+            if (elem > 1) {
+                size_t ne = row_bytes / elem;
+                for (size_t j = 0; j < elem; j++)
+                    for (size_t k = 0; k < ne; k++) shuf[j * ne + k] = src[k * elem + j];
+                src = shuf;
+            }
+            uLongf len = (uLongf)b->zbound;
+            bad |= compress2(b->zbuf + i * b->zbound, &len, src, (uLong)row_bytes,
+                             DEFLATE_LEVEL) != Z_OK;
+            b->zlen[i] = len;
+        }
+    }
+    for (long i = 0; i < nb && !bad; i++) {
+        hsize_t off[3] = {(hsize_t)(start + i), 0, 0};
+        bad |= H5Dwrite_chunk(d, H5P_DEFAULT, 0, off, b->zlen[i], b->zbuf + i * b->zbound) < 0;
+    }
+    return bad ? -1 : 0;
+}
 
 static int write_split(hid_t file, const char *split_name, int split, long n,
                        const sp_scene_spec *spec, const sp_scene_pool *pool, block_buf *b,
@@ -461,7 +502,7 @@ static int write_split(hid_t file, const char *split_name, int split, long n,
         rc = sp_scenes_make_range(b->images, b->counts, b->boxes, b->labels, spec, pool, split,
                                   start, nb, err);
         if (rc) break;
-        const void *img = b->images;
+        const uint8_t *img = (const uint8_t *)b->images;
         if (as_u8) {
             /* Exact: every pixel is k/255 (sp_scenes_stores_uint8). */
 #pragma omp parallel for schedule(static)
@@ -469,8 +510,8 @@ static int write_split(hid_t file, const char *split_name, int split, long n,
                 b->bytes[i] = (uint8_t)(b->images[i] * 255.0f + 0.5f);
             img = b->bytes;
         }
-        if (write_rows(di, as_u8 ? H5T_NATIVE_UINT8 : H5T_NATIVE_FLOAT, 3, dim_img, start, nb,
-                       img) ||
+        if (write_chunks(di, start, nb, img, as_u8 ? SP_SCENE_PIXELS : SP_SCENE_PIXELS * 4,
+                         as_u8 ? 1 : sizeof(float), b) ||
             write_rows(dc, H5T_NATIVE_INT32, 1, dim_cnt, start, nb, b->counts) ||
             write_rows(db, H5T_NATIVE_FLOAT, 3, dim_box, start, nb, b->boxes) ||
             write_rows(dl, H5T_NATIVE_INT32, 2, dim_lab, start, nb, b->labels)) {
@@ -556,8 +597,11 @@ int sp_scenes_build(const sp_scenes_opts *o, sp_error *err) {
     b.counts = malloc(sizeof(int32_t) * blk);
     b.boxes = malloc(sizeof(float) * blk * spec->max_objects * 4);
     b.labels = malloc(sizeof(int32_t) * blk * spec->max_objects);
+    b.zbound = compressBound(SP_SCENE_PIXELS * sizeof(float));
+    b.zbuf = malloc(b.zbound * blk);
+    b.zlen = malloc(sizeof(size_t) * blk);
     int rc = SP_OK;
-    if (!b.images || !b.bytes || !b.counts || !b.boxes || !b.labels)
+    if (!b.images || !b.bytes || !b.counts || !b.boxes || !b.labels || !b.zbuf || !b.zlen)
         rc = sp_fail(err, SP_ERUNTIME, "out of memory for a block of %ld scenes", blk);
     if (!rc && write_root_attrs(file, o, source))
         rc = sp_fail(err, SP_ERUNTIME, "%s: cannot write root attributes", tmp);
@@ -574,6 +618,8 @@ int sp_scenes_build(const sp_scenes_opts *o, sp_error *err) {
     free(b.counts);
     free(b.boxes);
     free(b.labels);
+    free(b.zbuf);
+    free(b.zlen);
     source_free(&src);
     if (H5Fclose(file) < 0 && !rc)
         rc = sp_fail(err, SP_ERUNTIME, "%s: error closing (disk full?)", tmp);

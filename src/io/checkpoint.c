@@ -195,10 +195,10 @@ static int write_contents(hid_t f, const sp_params *p, const sp_ckpt_meta *meta,
         sp_h5_attr_set_u64(f, "structure_seed", meta->structure_seed) ||
         sp_h5_attr_set_i64(f, "world_size", meta->world_size) ||
         sp_h5_attr_set_f64(f, "time_s", meta->time_s) ||
-        sp_h5_attr_set_str(f, "model", meta->model) ||
-        sp_h5_attr_set_str(f, "config", meta->config ? meta->config : "") ||
+        sp_h5_attr_set_fixed_str(f, "model", meta->model) ||
+        sp_h5_attr_set_fixed_str(f, "config", meta->config ? meta->config : "") ||
         sp_h5_attr_set_u64(f, "checksum", sum) ||
-        sp_h5_attr_set_str(f, "checksum_alg",
+        sp_h5_attr_set_fixed_str(f, "checksum_alg",
                            "fnv1a64 over /params, /adam/m, /adam/v bytes, names ascending"))
         return -1;
     char name[256];

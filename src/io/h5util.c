@@ -37,6 +37,12 @@ hid_t sp_h5_fapl(int latest) {
     if (fapl < 0) return fapl;
     H5Pset_libver_bounds(fapl, latest ? H5F_LIBVER_LATEST : H5F_LIBVER_V18, H5F_LIBVER_LATEST);
     H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
+#if H5_VERSION_GE(1, 10, 7)
+    /* Lock, but carry on where the file system has no locks (some Lustre and
+     * NFS mounts) instead of failing every open; HDF5_USE_FILE_LOCKING in
+     * the environment still overrides. */
+    H5Pset_file_locking(fapl, 1, 1);
+#endif
     return fapl;
 }
 
@@ -59,6 +65,19 @@ int sp_h5_attr_set_str(hid_t obj, const char *name, const char *text) {
     H5Tset_cset(t, H5T_CSET_UTF8);
     const char *p = text ? text : "";
     int rc = attr_set(obj, name, t, t, &p);
+    H5Tclose(t);
+    return rc;
+}
+
+int sp_h5_attr_set_fixed_str(hid_t obj, const char *name, const char *text) {
+    const char *p = text ? text : "";
+    hid_t t = H5Tcopy(H5T_C_S1);
+    if (t < 0) return -1;
+    /* Stored inside the (checksummed) object header, not the global heap. */
+    H5Tset_size(t, strlen(p) + 1);
+    H5Tset_strpad(t, H5T_STR_NULLTERM);
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    int rc = attr_set(obj, name, t, t, p);
     H5Tclose(t);
     return rc;
 }

@@ -404,11 +404,13 @@ static int supair_eval(void *mv, sp_tape *t, const sp_params *p, const sp_batch 
     return SP_OK;
 }
 
+/* Rows of each dump field: the paper's N_max (see the vtable's dump_shape). */
+#define DUMP_K 3
+
 int sp_supair_infer(void *mv, sp_tape *t, const sp_params *p, const float *x, int n, float *rho,
                     float *boxes, sp_error *err) {
     supair *m = mv;
     const int K = m->K;
-    sp_tape_reset(t);
     int was = sp_tape_grad_enabled(t);
     sp_tape_set_grad(t, 0);
     sp_tensor *X = sp_tensor_view(t, (float *)x, NULL, 2, (int[]){n, SCENE_PX});
@@ -437,6 +439,33 @@ int sp_supair_infer(void *mv, sp_tape *t, const sp_params *p, const float *x, in
     return rc;
 }
 
+/* vtable infer: out[0] = rho (n, 3, 1), out[1] = boxes (n, 3, 4); rows past
+ * supair.max_objects stay zero. */
+static int supair_vt_infer(void *mv, sp_tape *t, const sp_params *p, const sp_batch *b,
+                           float *const *out, sp_error *err) {
+    supair *m = mv;
+    const int K = m->K, n = b->n;
+    if (K > DUMP_K)
+        return sp_fail(err, SP_EINPUT, "eval --dump: supports supair.max_objects <= %d (run has %d)",
+                       DUMP_K, K);
+    float *rho = sp_tape_alloc(t, (size_t)n * K * sizeof(float));
+    float *bx = sp_tape_alloc(t, (size_t)n * K * 4 * sizeof(float));
+    if (!rho || !bx) return sp_fail(err, SP_ERUNTIME, "supair: out of memory in --dump");
+    int rc = sp_supair_infer(m, t, p, b->x, n, rho, bx, err);
+    if (rc) return rc;
+    memset(out[0], 0, (size_t)n * DUMP_K * sizeof(float));
+    memset(out[1], 0, (size_t)n * DUMP_K * 4 * sizeof(float));
+    for (int i = 0; i < n; i++)
+        for (int s = 0; s < K; s++) {
+            out[0][(size_t)i * DUMP_K + s] = rho[(size_t)i * K + s];
+            memcpy(out[1] + ((size_t)i * DUMP_K + s) * 4, bx + ((size_t)i * K + s) * 4,
+                   4 * sizeof(float));
+        }
+    return SP_OK;
+}
+
+static const char *const supair_dump_names[] = {"rho", "boxes"};
+
 const sp_model_vtable sp_supair_model = {
     .name = "supair",
     .layout = SP_DATA_ROWS,
@@ -459,4 +488,10 @@ const sp_model_vtable sp_supair_model = {
     .state_floats = NULL,
     .state = NULL,
     .destroy = supair_destroy,
+    .infer = supair_vt_infer,
+    .n_dump = 2,
+    .dump_names = supair_dump_names,
+    .dump_shape = {{DUMP_K, 1}, {DUMP_K, 4}},
+    .dump_what = "presence probabilities and boxes [x, y, w, h] (posterior mean)",
+    .structure_seed = sp_supair_structure_seed,
 };

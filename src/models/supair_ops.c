@@ -251,6 +251,11 @@ typedef struct occ_ctx {
     int B, K, H, W;
 } occ_ctx;
 
+static inline float clip01(float v) { return v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v); }
+
+/* Largest scene the per-thread stack buffers of the occlusion ops hold. */
+#define OCC_MAX_PX 16384
+
 static void occ_backward(void *p) {
     occ_ctx *k = p;
     const int B = k->B, K = k->K, H = k->H, W = k->W, HW = H * W, PW = W + 2;
@@ -259,23 +264,27 @@ static void occ_backward(void *p) {
     float *draw = k->raw->grad;
 #pragma omp parallel for schedule(static) if ((long)B * K * HW >= SUPAIR_OMP_MIN)
     for (int b = 0; b < B; b++) {
-        for (int y = 0; y < H; y++)
-            for (int x = 0; x < W; x++) {
-                const int q = y * W + x;
-                const long pq = (long)(y + 1) * PW + (x + 1);
-                // g = dL/dbg_i, walked from the last map back to bg_0
-                float g = dmarg ? -dmarg[((size_t)b * (K + 1) + K) * HW + q] : 0.0f;
-                for (int i = K - 1; i >= 0; i--) {
-                    const size_t bi = (size_t)b * K + i;
-                    float rv = k->raw->val[bi * HW + q];
-                    float s = fminf(fmaxf(rv, 0.0f), 1.0f);
-                    float bgi = k->pad->val[bi * PHW + pq];
-                    if (draw && rv >= 0.0f && rv <= 1.0f) draw[bi * HW + q] += -g * bgi;
-                    g = g * (1.0f - s);
-                    if (dpad) g += dpad[bi * PHW + pq];
-                    if (dmarg) g -= dmarg[((size_t)b * (K + 1) + i) * HW + q];
+        // g = dL/dbg_i over the scene, walked from the last map back to bg_0
+        float g[OCC_MAX_PX];
+        const float *dm = dmarg + (size_t)b * (K + 1) * HW;
+        for (int q = 0; q < HW; q++) g[q] = -dm[(size_t)K * HW + q];
+        for (int i = K - 1; i >= 0; i--) {
+            const size_t bi = (size_t)b * K + i;
+            const float *rv = k->raw->val + bi * HW;
+            float *dr = draw ? draw + bi * HW : NULL;
+            const float *pv = k->pad->val + bi * PHW, *pg = dpad ? dpad + bi * PHW : NULL;
+            for (int y = 0; y < H; y++) {
+                const long po = (long)(y + 1) * PW + 1;
+                float *gy = g + y * W;
+                const float *ry = rv + y * W, *dmy = dm + (size_t)i * HW + y * W;
+                for (int x = 0; x < W; x++) {
+                    float r = ry[x], s = clip01(r), bgi = pv[po + x];
+                    // clip_by_value's gradient passes on the closed interval
+                    if (dr && r >= 0.0f && r <= 1.0f) dr[y * W + x] -= gy[x] * bgi;
+                    gy[x] = gy[x] * (1.0f - s) - dmy[x] + (pg ? pg[po + x] : 0.0f);
                 }
             }
+        }
     }
 }
 
@@ -283,7 +292,8 @@ int sp_supair_occlusion(sp_tape *t, const sp_tensor *raw, int K, sp_tensor **bg_
                         sp_tensor **marg_bg) {
     *bg_pad = *marg_bg = NULL;
     if (!raw) return SP_ERUNTIME;
-    if (raw->ndim != 3 || K < 1 || raw->shape[0] % K != 0) {
+    if (raw->ndim != 3 || K < 1 || raw->shape[0] % K != 0 ||
+        (long)raw->shape[1] * raw->shape[2] > OCC_MAX_PX) {
         sp_tape_set_failed(t);
         return SP_EINPUT;
     }
@@ -294,23 +304,26 @@ int sp_supair_occlusion(sp_tape *t, const sp_tensor *raw, int K, sp_tensor **bg_
     sp_tensor *pad = sp_tensor_3d(t, B * K, H + 2, PW, rg);
     sp_tensor *marg = sp_tensor_2d(t, B * (K + 1), HW, rg);
     if (!pad || !marg) return SP_ERUNTIME;
-    memset(pad->val, 0, (size_t)pad->size * sizeof(float));
 #pragma omp parallel for schedule(static) if ((long)B * K * HW >= SUPAIR_OMP_MIN)
     for (int b = 0; b < B; b++) {
-        for (int y = 0; y < H; y++)
-            for (int x = 0; x < W; x++) {
-                const int q = y * W + x;
-                const long pq = (long)(y + 1) * PW + (x + 1);
-                float bg = 1.0f;
-                for (int i = 0; i < K; i++) {
-                    const size_t bi = (size_t)b * K + i;
-                    pad->val[bi * PHW + pq] = bg;
-                    marg->val[((size_t)b * (K + 1) + i) * HW + q] = 1.0f - bg;
-                    float s = fminf(fmaxf(raw->val[bi * HW + q], 0.0f), 1.0f);
-                    bg *= 1.0f - s;
-                }
-                marg->val[((size_t)b * (K + 1) + K) * HW + q] = 1.0f - bg;
+        float bg[OCC_MAX_PX];
+        for (int q = 0; q < HW; q++) bg[q] = 1.0f;
+        for (int i = 0; i <= K; i++) {
+            float *mg = marg->val + ((size_t)b * (K + 1) + i) * HW;
+            for (int q = 0; q < HW; q++) mg[q] = 1.0f - bg[q];
+            if (i == K) break;
+            const size_t bi = (size_t)b * K + i;
+            float *pv = pad->val + bi * PHW;
+            const float *rv = raw->val + bi * HW;
+            memset(pv, 0, (size_t)PW * sizeof(float));
+            memset(pv + (long)(H + 1) * PW, 0, (size_t)PW * sizeof(float));
+            for (int y = 0; y < H; y++) {
+                float *row = pv + (long)(y + 1) * PW;
+                row[0] = row[W + 1] = 0.0f;
+                memcpy(row + 1, bg + y * W, (size_t)W * sizeof(float));
             }
+            for (int q = 0; q < HW; q++) bg[q] *= 1.0f - clip01(rv[q]);
+        }
     }
     if (rg && sp_tape_grad_enabled(t)) {
         occ_ctx *k = sp_tape_alloc(t, sizeof *k);

@@ -71,6 +71,7 @@ typedef struct trainer {
     sp_metrics *metrics;
     FILE *log;
     char *hostnames;
+    char resumed_from[4200]; /* rank 0: the checkpoint loaded, for the log */
     int tty;
 } trainer;
 
@@ -452,8 +453,7 @@ static int load_resume(trainer *T, sp_error *err) {
             st[3] = a ? *(int64_t *)a->data : meta.step;
             dst[0] = meta.time_s;
             dst[1] = b ? *(float *)b->data : -INFINITY;
-            sp_info("resuming from %s (step %lld, epoch %lld)", path, (long long)meta.step,
-                    (long long)meta.epoch);
+            snprintf(T->resumed_from, sizeof T->resumed_from, "%s", path);
         }
         sp_ckpt_meta_free(&meta);
         sp_ckpt_state_free(&state);
@@ -652,6 +652,9 @@ int sp_train_run(const sp_train_opts *o, sp_dist *dist, sp_error *err) {
         return rc;
     }
     T->target_step = target_step(T, o);
+    if (T->rank == 0 && resuming)
+        sp_info("resuming from %s (step %lld, epoch %lld)", T->resumed_from, (long long)T->step,
+                (long long)T->epoch);
     if (T->rank == 0)
         sp_info("%s %s: %lld parameters, %d ranks x %d threads, global batch %d (%d per rank), "
                 "%lld steps per epoch, training to step %lld%s",

@@ -169,14 +169,15 @@ static void test_coretype_reexec(void) {
     ASSERT_HAS(out, "is set but not honoured");
     ASSERT_HAS(out, line);
 
-    /* A correctly detected core: nothing happens. */
-    const char *env5[] = {"SUPAIR_TEST_BLAS_CORENAME=", "SUPAIR_NO_BLAS_FIX=",
-                          "SUPAIR_BLAS_REEXEC=", NULL};
+    /* The real library, no fake: no warning, and at most one restart (one
+     * happens on the AVX-512 Xeons where Debian's OpenBLAS says Prescott). */
+    const char *env5[] = {"SUPAIR_TEST_BLAS_CORENAME=", "OPENBLAS_CORETYPE=",
+                          "SUPAIR_NO_BLAS_FIX=", "SUPAIR_BLAS_REEXEC=", NULL};
     CU_ASSERT_EQUAL(run_child(env5, out, sizeof out), 0);
     CU_ASSERT(strstr(out, "warning") == NULL);
     starts = 0;
     for (char *p = out; (p = strstr(p, "start pid=")); p++) starts++;
-    CU_ASSERT_EQUAL(starts, 1);
+    CU_ASSERT(starts == 1 || starts == 2);
 }
 
 static void test_timer(void) {

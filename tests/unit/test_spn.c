@@ -295,6 +295,22 @@ static void test_full_marginal_is_zero(void) {
     }
 }
 
+/* A NaN pixel poisons its row (training must see it), and only its row. */
+static void test_nan_propagates(void) {
+    fixture f;
+    sp_spn_config c = sp_spn_config_object(23);
+    CU_ASSERT_FATAL(fx_make(&f, &c, 4) == 0);
+    const int N = 3, D = 784;
+    float *x = malloc((size_t)N * D * sizeof(float)), out[3];
+    sp_gc_fill_uniform(x, (long)N * D, 0.0f, 1.0f, 8);
+    x[D + 100] = NAN;
+    op_logp(&f, x, NULL, N, out);
+    CU_ASSERT(isfinite(out[0]) && isfinite(out[2]));
+    CU_ASSERT(isnan(out[1]));
+    free(x);
+    fx_free(&f);
+}
+
 /* int p(x) dx = 1 over a 2-variable SPN by the midpoint rule. */
 static void test_integrates_to_one(void) {
     sp_spn_config c = {.n_vars = 2, .depth = 1, .repetitions = 3, .n_leaf = 4, .n_sum = 1,
@@ -587,6 +603,7 @@ int main(void) {
         {"matches a naive double evaluation", test_matches_reference},
         {"marginalising every pixel gives 0 exactly", test_full_marginal_is_zero},
         {"integrates to one (quadrature)", test_integrates_to_one},
+        {"NaN input gives NaN, only in its row", test_nan_propagates},
         {"marginal equals the integral of the joint", test_marginal_matches_integral},
         {NULL, NULL}};
     static const sp_test_case grads[] = {

@@ -520,6 +520,18 @@ static void test_eval_metrics(void) {
     SP_ASSERT_CLOSE(rho[0], 1.0, 1e-6);
     SP_ASSERT_CLOSE(bx[0], 22.5, 1e-4);
     SP_ASSERT_CLOSE(bx[2], w, 1e-4);
+    // and so does the vtable's dump hook, in its (n, 3, 1) and (n, 3, 4) fields
+    CU_ASSERT_PTR_NOT_NULL_FATAL(v->infer);
+    CU_ASSERT_EQUAL(v->n_dump, 2);
+    CU_ASSERT_EQUAL(v->dump_shape[1][0], 3);
+    CU_ASSERT_EQUAL(v->dump_shape[1][1], 4);
+    float drho[6], dbox[24];
+    float *outs[2] = {drho, dbox};
+    sp_tape_reset(tm.t);
+    CU_ASSERT_EQUAL(v->infer(tm.m, tm.t, &tm.p, &b, outs, &err), SP_OK);
+    for (int i = 0; i < 6; i++) SP_ASSERT_CLOSE(drho[i], rho[i], 0);
+    for (int i = 0; i < 24; i++) SP_ASSERT_CLOSE(dbox[i], bx[i], 0);
+    CU_ASSERT_EQUAL(v->structure_seed(tm.m), sp_supair_structure_seed(tm.m));
     free(x);
     tmodel_free(&tm);
 }

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# SIGUSR1 mid-run: every rank stops at the same step boundary, a valid
+# checkpoint is written at that step, the exit status is 3, and resuming
+# finishes the planned steps.
+source tests/mpi/trainer_lib.sh
+set +e
+mpirun --oversubscribe -np 2 "$BIN/supair_dist" train --model supair --data "$WORK/scenes.h5" --run "$WORK/r" --steps 100000 "${FAST[@]}" \
+  > "$WORK/out.txt" 2>&1 &
+pid=$!
+# Wait for training to be under way (a few progress lines), then signal mpirun,
+# which forwards SIGUSR1 to every rank.
+for _ in $(seq 1 300); do
+  [ "$(grep -c ' step ' "$WORK/out.txt" 2>/dev/null)" -ge 2 ] && break
+  sleep 0.2
+done
+kill -USR1 "$pid"
+wait "$pid"; rc=$?
+set -e
+cat "$WORK/out.txt" | tail -5
+[ "$rc" -eq 3 ] || { echo "exit status $rc, expected 3"; exit 1; }
+ck=$(ls "$WORK/r/ckpt"/step_*.h5 | tail -1)
+step=$($H5TOOL attr "$ck" step)
+echo "stopped at step $step"
+[ "$step" -gt 0 ]
+target=$((step + 4))
+run 2 train --model supair --data "$WORK/scenes.h5" --run "$WORK/r" --steps "$target" "${FAST[@]}"
+[ -f "$WORK/r/ckpt/step_$(printf %08d "$target").h5" ]
