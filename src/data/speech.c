@@ -301,6 +301,15 @@ static int stats_range(stats *s, const corpus *c, long long p, long long len, fl
     return rc;
 }
 
+/* Chan et al.'s merge of two partial results. */
+static void stats_merge(stats *s, const stats *b) {
+    if (b->n <= 0) return;
+    double tot = s->n + b->n, delta = b->mean - s->mean;
+    s->mean += delta * b->n / tot;
+    s->m2 += b->m2 + delta * delta * s->n * b->n / tot;
+    s->n = tot;
+}
+
 static void normalise(float *x, long n, double mean, double std) {
     for (long i = 0; i < n; i++) x[i] = (float)(((double)x[i] - mean) / std);
 }
@@ -491,6 +500,16 @@ static int write_root_attrs(hid_t f, const char *corpus, const char *layout, con
     return e;
 }
 
+/* The lowest-numbered stream's error (deterministic whatever the threads). */
+static int first_error(const int *rcs, const sp_error *errs, int n, sp_error *err) {
+    for (int j = 0; j < n; j++)
+        if (rcs[j]) {
+            if (err) *err = errs[j];
+            return rcs[j];
+        }
+    return SP_OK;
+}
+
 /* ---- streams writer ----
  * Stream j of a split starts at sample start[j] of its corpus; batch b holds
  * row b of every stream. Batches [0, n_batch) are visited in order; batch b
@@ -515,16 +534,25 @@ static int write_streams(const corpus *c, int S, const long long *start, long lo
     float *prevn = malloc((size_t)S * FRAME * sizeof *prevn);
     int rc = SP_OK;
     if (!cu || !rows || !prev || !prevn) rc = sp_fail(err, SP_ERUNTIME, "out of memory");
-    for (int j = 0; !rc && j < S; j++) {
-        long long p = start[j] - FRAME;
-        if (p >= 0) {
-            rc = cursor_seek(&cu[j], c, p, err);
-            if (!rc) rc = cursor_read(&cu[j], prev + (size_t)j * FRAME, FRAME, err);
-        } else {
-            /* Nothing precedes the corpus start: u_1 is silence. */
-            memset(prev + (size_t)j * FRAME, 0, FRAME * sizeof *prev);
-            rc = cursor_seek(&cu[j], c, start[j], err);
+    int *rcs = calloc((size_t)S, sizeof *rcs);
+    sp_error *errs = calloc((size_t)S, sizeof *errs);
+    if (!rc && (!rcs || !errs)) rc = sp_fail(err, SP_ERUNTIME, "out of memory");
+    /* Streams decode independently (own files, decoder and resampler), so
+     * they run on OpenMP threads; the file is the same for any thread count. */
+    if (!rc) {
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int j = 0; j < S; j++) {
+            long long p = start[j] - FRAME;
+            if (p >= 0) {
+                rcs[j] = cursor_seek(&cu[j], c, p, &errs[j]);
+                if (!rcs[j]) rcs[j] = cursor_read(&cu[j], prev + (size_t)j * FRAME, FRAME, &errs[j]);
+            } else {
+                /* Nothing precedes the corpus start: u_1 is silence. */
+                memset(prev + (size_t)j * FRAME, 0, FRAME * sizeof *prev);
+                rcs[j] = cursor_seek(&cu[j], c, start[j], &errs[j]);
+            }
         }
+        rc = first_error(rcs, errs, S, err);
     }
     for (long long b = 0; !rc && b < n_batch; b++) {
         if (stop && *stop) {
@@ -534,7 +562,9 @@ static int write_streams(const corpus *c, int S, const long long *start, long lo
         stream_target *t = NULL;
         for (int k = 0; k < ntg; k++)
             if (b >= tg[k].b0 && b < tg[k].b1) t = &tg[k];
-        for (int j = 0; !rc && j < S; j++) rc = cursor_read(&cu[j], rows + (size_t)j * ROW, ROW, err);
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int j = 0; j < S; j++) rcs[j] = cursor_read(&cu[j], rows + (size_t)j * ROW, ROW, &errs[j]);
+        rc = first_error(rcs, errs, S, err);
         if (rc) break;
         if (t) {
             memcpy(prevn, prev, (size_t)S * FRAME * sizeof *prev);
@@ -563,6 +593,8 @@ static int write_streams(const corpus *c, int S, const long long *start, long lo
     free(rows);
     free(prev);
     free(prevn);
+    free(rcs);
+    free(errs);
     return rc;
 }
 
@@ -1009,11 +1041,36 @@ int sp_blizzard_build(const sp_blizzard_opts *o, sp_speech_summary *sum, sp_erro
     opened = 1;
 
     /* Statistics over the training rows: the first nt rows of every stream. */
+    /* One partial result per stream (threads), merged in stream order. */
     stats s = {0, 0, 0};
-    long long done_n = 0;
-    for (int j = 0; j < S && !rc; j++)
-        rc = stats_range(&s, &c, start[j], nt * ROW, buf, "stats", &done_n, (long long)S * nt * ROW,
-                         o->progress, o->progress_ctx, o->stop, err);
+    {
+        stats *ps = calloc((size_t)S, sizeof *ps);
+        int *rcs = calloc((size_t)S, sizeof *rcs);
+        sp_error *errs = calloc((size_t)S, sizeof *errs);
+        long long done_n = 0, total_n = (long long)S * nt * ROW;
+        if (!ps || !rcs || !errs) rc = sp_fail(err, SP_ERUNTIME, "out of memory");
+        if (!rc) {
+#pragma omp parallel for schedule(dynamic, 1)
+            for (int j = 0; j < S; j++) {
+                float *tb = malloc(STAT_BLOCK * sizeof *tb);
+                long long local = 0;
+                rcs[j] = tb ? stats_range(&ps[j], &c, start[j], nt * ROW, tb, "stats", &local,
+                                          total_n, NULL, NULL, o->stop, &errs[j])
+                            : sp_fail(&errs[j], SP_ERUNTIME, "out of memory");
+                free(tb);
+#pragma omp critical(speech_progress)
+                {
+                    done_n += nt * ROW;
+                    if (o->progress) o->progress(o->progress_ctx, "stats", done_n, total_n);
+                }
+            }
+            rc = first_error(rcs, errs, S, err);
+            for (int j = 0; j < S; j++) stats_merge(&s, &ps[j]);
+        }
+        free(ps);
+        free(rcs);
+        free(errs);
+    }
     if (rc) goto done;
     double mean = s.mean, std = s.n > 0 ? sqrt(s.m2 / s.n) : 0;
     if (!(std > 0)) {

@@ -334,14 +334,14 @@ static inline long theta_index(const sp_spn *s, int r, int j, int i, int k, int 
 }
 
 /* Theta and the normalised weights from the parameters. */
-static void compute_derived(const sp_spn *s, const sp_params *p, float *der) {
+static void compute_derived(const sp_spn *s, const sp_params *p, float *der, int T) {
     const float *mu = sp_params_val(p, s->i_mean);
     const float *pv = sp_params_val(p, s->i_var);
     const float vmin = s->cfg.var_min, vrange = s->cfg.var_max - s->cfg.var_min;
     const float half_log_2pi = 0.91893853320467274f;
     const int K = s->K;
     if (s->dense) memset(der, 0, (size_t)3 * s->D * s->R * s->G0 * K * sizeof(float));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(T)
     for (int rj = 0; rj < s->R * s->G0; rj++) {
         int r = rj / s->G0, j = rj % s->G0;
         int len = s->off[j + 1] - s->off[j];
@@ -543,9 +543,10 @@ typedef struct spn_ctx {
 /* Per-thread scratch carved from one block. */
 typedef struct spn_scratch {
     float *F, *E, *gE, *ea, *eb, *ta, *tb, *ma, *mb, *ca, *cb, *cr, *gz, *gV[SP_SPN_MAX_DEPTH];
-    float *fp;  /* (nb, 3D) leaf features in pixel order */
+    float *fp;  /* (nb, 3D) leaf features in pixel order (dense mode) */
     float *gfp; /* (nb, 3D) their gradients (backward) */
-    float *G;   /* (nb, 3D) one repetition's feature gradients, region-blocked */
+    float *G;   /* (nb, 3D) one repetition's feature gradients, region-blocked
+                 * (gather mode) */
 } spn_scratch;
 
 static long carve(const sp_spn *s, float *base, spn_scratch *sc) {
@@ -557,10 +558,13 @@ static long carve(const sp_spn *s, float *base, spn_scratch *sc) {
         if (base) (ptr) = base + o;                    \
         o += align16((long)(n));                       \
     } while (0)
-    TAKE(sc->F, (long)nb * 3 * s->maxlen);
-    TAKE(sc->fp, 3L * nb * s->D);
+    if (s->dense) {
+        TAKE(sc->fp, 3L * nb * s->D);
+    } else {
+        TAKE(sc->F, (long)nb * 3 * s->maxlen);
+        TAKE(sc->G, 3L * nb * s->D);
+    }
     TAKE(sc->gfp, 3L * nb * s->D);
-    TAKE(sc->G, 3L * nb * s->D);
     TAKE(sc->E, (long)nb * s->cmax);
     TAKE(sc->gE, (long)nb * s->cmax);
     TAKE(sc->ea, (long)nb * wmax);
@@ -848,7 +852,7 @@ static void spn_backward(void *vctx) {
 #pragma omp parallel num_threads(c->T)
     {
         int t = omp_get_thread_num(), nt = omp_get_num_threads();
-        spn_scratch sc;
+        spn_scratch sc = {0};
         carve(s, c->scratch + t * c->scratch_floats, &sc);
         float *part = c->partial + t * s->n_derived;
         int c0, c1;
@@ -863,7 +867,7 @@ static void spn_backward(void *vctx) {
     const long nd = s->n_derived;
     float *P = c->partial;
     if (c->T > 1) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(c->T)
         for (long i = 0; i < nd; i++) {
             float acc = P[i];
             for (int t = 1; t < c->T; t++) acc += P[t * nd + i];
@@ -876,7 +880,7 @@ static void spn_backward(void *vctx) {
     float *gmu = sp_params_grad(p, s->i_mean), *gpv = sp_params_grad(p, s->i_var);
     const float vmin = s->cfg.var_min, vrange = s->cfg.var_max - s->cfg.var_min;
     const int K = s->K;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(c->T)
     for (int rj = 0; rj < s->R * s->G0; rj++) {
         int r = rj / s->G0, j = rj % s->G0;
         int len = s->off[j + 1] - s->off[j];
@@ -899,7 +903,7 @@ static void spn_backward(void *vctx) {
         long rows = (long)s->R * s->groups[l] * s->S;
         float *gw = sp_params_grad(p, s->i_sum[l]);
         const float *W = c->der + s->dw_off[l], *dW = P + s->dw_off[l];
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(c->T)
         for (long i = 0; i < rows; i++)
             softmax_backward_row(gw + i * C, W + i * C, dW + i * C, C);
     }
@@ -930,7 +934,10 @@ sp_tensor *sp_spn_logp(sp_tape *t, const sp_spn *s, const sp_params *p, const sp
     c->gm = grad && marg ? marg->grad : NULL;
     c->out = out;
     c->N = N;
+    /* No more threads than chunks: a small batch (the tests' finite
+     * differences, evaluation tails) runs without a team at all. */
     c->T = omp_get_max_threads();
+    if (c->T > (N + s->nb - 1) / s->nb) c->T = (N + s->nb - 1) / s->nb;
     if (c->T < 1) c->T = 1;
     c->der = sp_tape_alloc(t, (size_t)s->n_derived * sizeof(float));
     for (int l = 0; l < s->d; l++) {
@@ -943,7 +950,7 @@ sp_tensor *sp_spn_logp(sp_tape *t, const sp_spn *s, const sp_params *p, const sp
     c->zr = sp_tape_alloc(t, nr * sizeof(float));
     c->rootM = sp_tape_alloc(t, (size_t)(N + 1) * sizeof(float));
     c->rootT = sp_tape_alloc(t, (size_t)(N + 1) * sizeof(float));
-    spn_scratch dummy;
+    spn_scratch dummy = {0};
     c->scratch_floats = carve(s, NULL, &dummy);
     c->scratch = sp_tape_alloc(t, (size_t)c->T * c->scratch_floats * sizeof(float));
     if (grad) c->partial = sp_tape_alloc(t, (size_t)c->T * s->n_derived * sizeof(float));
@@ -954,13 +961,13 @@ sp_tensor *sp_spn_logp(sp_tape *t, const sp_spn *s, const sp_params *p, const sp
         if (!c->V[l] || (l >= 1 && !c->Z[l])) return NULL;
     if (N == 0) return out;
 
-    compute_derived(s, p, c->der);
+    compute_derived(s, p, c->der, c->T);
     const int nb = s->nb;
     const int nchunks = (N + nb - 1) / nb;
 #pragma omp parallel num_threads(c->T)
     {
         int tid = omp_get_thread_num(), nt = omp_get_num_threads();
-        spn_scratch sc;
+        spn_scratch sc = {0};
         carve(s, c->scratch + tid * c->scratch_floats, &sc);
         int c0, c1;
         thread_chunks(nchunks, tid, nt, &c0, &c1);

@@ -527,12 +527,11 @@ static double max_rel_diff(const float *a, const float *b, long n) {
     return scale > 0 ? diff / scale : diff;
 }
 
-static void test_threads_agree(void) {
+static void threads_agree(sp_spn_config c, int N) {
     fixture f;
-    sp_spn_config c = sp_spn_config_object(31);
     CU_ASSERT_FATAL(fx_make(&f, &c, 32) == 0);
     fx_sharpen(&f, 4.0f);
-    const int N = 203, D = 784; /* not a multiple of the chunk */
+    const int D = c.n_vars;
     long nd = (long)N * D;
     float *x = malloc(nd * sizeof(float)), *m = malloc(nd * sizeof(float));
     sp_gc_fill_uniform(x, nd, 0.0f, 1.0f, 33);
@@ -569,6 +568,11 @@ static void test_threads_agree(void) {
     free(x);
     free(m);
     fx_free(&f);
+}
+
+static void test_threads_agree(void) {
+    threads_agree(sp_spn_config_object(31), 203); /* not a multiple of the chunk */
+    threads_agree(sp_spn_config_background(35), 150);
 }
 
 /* Errors: mismatched shapes fail the tape instead of reading out of bounds. */
