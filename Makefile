@@ -41,6 +41,8 @@ MPITESTS  = $(MPITEST_SRC:tests/mpi/%.c=$(BUILD)/tests-mpi/%)
 
 .PHONY: all deps check check-unit asan bench demo clean tests
 .DEFAULT_GOAL := all
+# Keep object files of tests and apps (make would delete them as intermediates).
+.SECONDARY:
 
 all: $(APPS)
 tests: $(TESTS) $(MPITESTS) $(APPS)

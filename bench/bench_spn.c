@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "supair/cpu.h"
 #include "supair/error.h"
@@ -31,18 +32,30 @@ static int cmp_double(const void *a, const void *b) {
 
 typedef void (*run_fn)(void *ctx);
 
-/* Median seconds of fn over at least MIN_REPS calls and MIN_TIME seconds. */
-static double median_time(run_fn fn, void *ctx) {
-    double t[MAX_REPS];
+/* CPU seconds of the whole process (all threads): on a busy machine the
+ * wall time measures the neighbours, this measures our work. */
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+/* Median wall seconds of fn over at least MIN_REPS calls and MIN_TIME
+ * seconds; *cpu (if not NULL) gets the median CPU seconds. */
+static double median_time(run_fn fn, void *ctx, double *cpu) {
+    double t[MAX_REPS], c[MAX_REPS];
     int n = 0;
     fn(ctx); /* warm-up: arena growth, BLAS buffers */
     double start = sp_time_now();
     while (n < MAX_REPS && (n < MIN_REPS || sp_time_now() - start < MIN_TIME)) {
-        double t0 = sp_time_now();
+        double t0 = sp_time_now(), c0 = cpu_now();
         fn(ctx);
-        t[n++] = sp_time_now() - t0;
+        t[n] = sp_time_now() - t0;
+        c[n++] = cpu_now() - c0;
     }
     qsort(t, (size_t)n, sizeof *t, cmp_double);
+    qsort(c, (size_t)n, sizeof *c, cmp_double);
+    if (cpu) *cpu = c[n / 2];
     return t[n / 2];
 }
 
@@ -62,7 +75,7 @@ static double gemm_gflops(int m, int n, int k) {
                   malloc((size_t)m * n * 4)};
     sp_rng_fill_uniform(g.a, (long)m * k, -1, 1, 1, 0, 0, 0);
     sp_rng_fill_uniform(g.b, (long)k * n, -1, 1, 2, 0, 0, 0);
-    double sec = median_time(run_gemm, &g);
+    double sec = median_time(run_gemm, &g, NULL);
     free(g.a);
     free(g.b);
     free(g.c);
@@ -140,9 +153,18 @@ int main(int argc, char **argv) {
     if (spn_setup(&sb[0], "obj", sp_spn_config_object(7), 768) ||
         spn_setup(&sb[1], "bg", sp_spn_config_background(7), 1024))
         return 2;
-    printf("OpenBLAS core: %s; GF/s = GEMM flops only\n", sp_blas_corename());
-    printf("%-8s %7s %-5s %10s %9s %10s %9s %9s\n", "spn", "threads", "N", "fwd ms", "fwd GF/s",
-           "f+b ms", "f+b GF/s", "steps/s");
+    double load[3] = {0, 0, 0};
+    FILE *lf = fopen("/proc/loadavg", "r");
+    if (lf) {
+        if (fscanf(lf, "%lf %lf %lf", &load[0], &load[1], &load[2]) != 3) load[0] = -1;
+        fclose(lf);
+    }
+    printf("OpenBLAS core: %s; load average %.2f (wall times are only meaningful when it is\n"
+           "below the core count); GF/s = useful GEMM flops per wall second; cpu ms = CPU\n"
+           "time of all threads per call\n",
+           sp_blas_corename(), load[0]);
+    printf("%-4s %7s %-5s %8s %8s %8s %9s %9s %8s\n", "spn", "threads", "N", "fwd ms",
+           "fwd GF/s", "f+b ms", "f+b cpu", "f+b GF/s", "steps/s");
     double gemm_sq[2], gemm_leaf[2];
     for (int ti = 0; ti < 2; ti++) {
         int threads = ti + 1;
@@ -154,12 +176,13 @@ int main(int argc, char **argv) {
             spn_bench *b = &sb[k];
             double ff = sp_spn_flops(b->s, 0, 0) * b->N;
             double fb = ff + sp_spn_flops(b->s, 1, 1) * b->N;
+            double cb;
             b->backward = 0;
-            double tf = median_time(run_spn, b);
+            double tf = median_time(run_spn, b, NULL);
             b->backward = 1;
-            double tb = median_time(run_spn, b);
-            printf("%-8s %7d %-5d %10.2f %9.1f %10.2f %9.1f %9.1f\n", b->name, threads, b->N,
-                   tf * 1e3, ff / tf * 1e-9, tb * 1e3, fb / tb * 1e-9, 1.0 / tb);
+            double tb = median_time(run_spn, b, &cb);
+            printf("%-4s %7d %-5d %8.2f %8.1f %8.2f %9.2f %9.1f %8.1f\n", b->name, threads, b->N,
+                   tf * 1e3, ff / tf * 1e-9, tb * 1e3, cb * 1e3, fb / tb * 1e-9, 1.0 / tb);
         }
     }
     for (int ti = 0; ti < 2; ti++)

@@ -37,7 +37,8 @@ void sp_error_clear(sp_error *err);
 /* ---- logging ----
  * Lines look like "[r3] message". Rank defaults to 0; sp_log_set_rank is
  * called once after MPI init. Warnings and errors go to stderr, info to
- * stdout; when a log file is set, rank 0 also appends every line to it. */
+ * stdout; when a log file is set (by the rank that owns the run's log.txt),
+ * every line is also appended to it. */
 enum sp_log_level { SP_LOG_DEBUG = 0, SP_LOG_INFO = 1, SP_LOG_WARN = 2, SP_LOG_ERROR = 3 };
 
 void sp_log_set_rank(int rank);

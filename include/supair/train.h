@@ -43,6 +43,17 @@ typedef struct sp_eval_opts {
 int sp_train_run(const sp_train_opts *o, struct sp_dist *dist, sp_error *err);
 int sp_eval_run(const sp_eval_opts *o, struct sp_dist *dist, sp_error *err);
 
+/* `supair_dist sweep`: MPI_COMM_WORLD split into groups of ranks_per_trial
+ * ranks; each group trains one plan line at a time (line i: whitespace-
+ * separated key=value overrides appended to base's --set list, run directory
+ * RUN/trial_i), taking the next line from a shared counter when it finishes,
+ * so fast trials do not wait for slow ones. Returns SP_OK when every trial
+ * finished, SP_ESTOPPED when a signal stopped the sweep (each running trial
+ * checkpointed; rerunning the sweep resumes them, finished trials return at
+ * once), else the worst trial status. */
+int sp_sweep_run(const sp_train_opts *base, const char *plan_path, int ranks_per_trial,
+                 struct sp_dist *world, sp_error *err);
+
 /* Config keys every model shares (DESIGN.md contract), declared by the
  * trainer; documented in README.md. */
 extern const sp_cfg_key sp_train_keys[];

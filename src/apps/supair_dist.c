@@ -4,6 +4,7 @@
  *          [--config FILE.cfg] [--set key=value]... [--steps N | --epochs N] [--time-limit SEC]
  *   supair_dist eval  --run DIR [--data FILE.h5] [--split {valid,test}] [--ckpt FILE.h5]
  *          [--dump N] [--dump-out FILE.h5]
+ *   supair_dist sweep --plan PLAN --ranks-per-trial K TRAIN-ARGS...
  *   supair_dist keys  [--model M]      every config key with its default and meaning
  *
  * A thin main: it parses arguments, starts MPI, and calls src/train. Exit
@@ -23,7 +24,7 @@
 #define SUPAIR_VERSION "0.1.0"
 
 static const char *usage_main =
-    "usage: supair_dist {train|eval|keys} [options]   (supair_dist CMD --help for details)\n"
+    "usage: supair_dist {train|eval|sweep|keys} [options]   (supair_dist CMD --help for details)\n"
     "Data-parallel trainer for SuPAIR, AIR and SRNN; run it under mpirun or srun.\n";
 
 static const char *usage_train =
@@ -45,6 +46,17 @@ static const char *usage_eval =
     "split and appends the metrics to /eval of DIR/metrics.h5. --dump N writes N\n"
     "scenes with inferred boxes, counts and presence probabilities to\n"
     "--dump-out (default DIR/dump.h5).\n";
+
+static const char *usage_sweep =
+    "usage: supair_dist sweep --plan PLAN --ranks-per-trial K --model M --data FILE.h5 --run RUN\n"
+    "         [train options...]\n"
+    "Runs many trials in one allocation: the ranks form groups of K, each group\n"
+    "trains one PLAN line at a time and takes the next line when it finishes.\n"
+    "Line i (0-based; every line counts, '#' starts a comment) holds that trial's\n"
+    "whitespace-separated key=value overrides, applied after the common --set\n"
+    "ones; its run directory is RUN/trial_i. A failed trial is reported and the\n"
+    "others go on. A signal checkpoints the running trials and exits 3; rerunning\n"
+    "the same command resumes them (finished trials return at once).\n";
 
 static const char *usage_keys =
     "usage: supair_dist keys [--model M]\n"
@@ -68,14 +80,25 @@ static int parse_int64(const char *flag, const char *s, int64_t lo, int64_t *out
     return SP_OK;
 }
 
-static int parse_train(int argc, char **argv, sp_train_opts *o, const char **sets, sp_error *err) {
+typedef struct sweep_opts {
+    const char *plan;
+    int ranks_per_trial;
+} sweep_opts;
+
+static int parse_train(int argc, char **argv, sp_train_opts *o, const char **sets,
+                       sweep_opts *sw, sp_error *err) {
     memset(o, 0, sizeof *o);
     o->sets = sets;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         int rc = SP_OK;
         int64_t n;
-        if (!strcmp(a, "--model")) rc = take_value(argc, argv, &i, &o->model, err);
+        if (sw && !strcmp(a, "--plan")) rc = take_value(argc, argv, &i, &sw->plan, err);
+        else if (sw && !strcmp(a, "--ranks-per-trial")) {
+            if ((rc = take_value(argc, argv, &i, &v, err))) return rc;
+            if ((rc = parse_int64("--ranks-per-trial", v, 1, &n, err))) return rc;
+            sw->ranks_per_trial = (int)n;
+        } else if (!strcmp(a, "--model")) rc = take_value(argc, argv, &i, &o->model, err);
         else if (!strcmp(a, "--data")) rc = take_value(argc, argv, &i, &o->data, err);
         else if (!strcmp(a, "--run")) rc = take_value(argc, argv, &i, &o->run_dir, err);
         else if (!strcmp(a, "--config")) rc = take_value(argc, argv, &i, &o->config_file, err);
@@ -103,6 +126,10 @@ static int parse_train(int argc, char **argv, sp_train_opts *o, const char **set
     if (!o->data) return sp_fail(err, SP_EINPUT, "train: --data FILE.h5 is required");
     if (o->steps && o->epochs)
         return sp_fail(err, SP_EINPUT, "train: give --steps or --epochs, not both");
+    if (sw && !sw->plan) return sp_fail(err, SP_EINPUT, "sweep: --plan PLAN is required");
+    if (sw && !sw->ranks_per_trial)
+        return sp_fail(err, SP_EINPUT, "sweep: --ranks-per-trial K is required");
+    if (sw && !o->model) return sp_fail(err, SP_EINPUT, "sweep: --model is required");
     return SP_OK;
 }
 
@@ -176,7 +203,8 @@ int main(int argc, char **argv) {
         printf("supair_dist %s\n", SUPAIR_VERSION);
         return 0;
     }
-    int is_train = !strcmp(cmd, "train"), is_eval = !strcmp(cmd, "eval");
+    int is_sweep = !strcmp(cmd, "sweep");
+    int is_train = !strcmp(cmd, "train") || is_sweep, is_eval = !strcmp(cmd, "eval");
     if (!strcmp(cmd, "keys")) {
         if (has_help(argc, argv)) return fputs(usage_keys, stdout), 0;
         int rc = print_keys(argc, argv, &err);
@@ -184,18 +212,21 @@ int main(int argc, char **argv) {
         return rc;
     }
     if (!is_train && !is_eval) {
-        fprintf(stderr, "supair_dist: unknown command '%s' (expected train, eval or keys)\n", cmd);
+        fprintf(stderr, "supair_dist: unknown command '%s' (expected train, eval, sweep or keys)\n",
+                cmd);
         return SP_EINPUT;
     }
     if (has_help(argc, argv)) {
-        fputs(is_train ? usage_train : usage_eval, stdout);
+        fputs(is_sweep ? usage_sweep : is_train ? usage_train : usage_eval, stdout);
         return 0;
     }
 
     sp_train_opts topts;
     sp_eval_opts eopts;
     const char **sets = calloc((size_t)argc, sizeof *sets);
-    int rc = is_train ? parse_train(argc, argv, &topts, sets, &err) : parse_eval(argc, argv, &eopts, &err);
+    sweep_opts sw = {0};
+    int rc = is_train ? parse_train(argc, argv, &topts, sets, is_sweep ? &sw : NULL, &err)
+                      : parse_eval(argc, argv, &eopts, &err);
 
     sp_dist *dist = NULL;
     int drc = sp_dist_init(&argc, &argv, &dist, &err);
@@ -206,7 +237,8 @@ int main(int argc, char **argv) {
     }
     sp_log_set_rank(sp_dist_rank(dist));
     sp_cpu_flush_denormals();
-    if (!rc) rc = is_train ? sp_train_run(&topts, dist, &err) : sp_eval_run(&eopts, dist, &err);
+    if (!rc && is_sweep) rc = sp_sweep_run(&topts, sw.plan, sw.ranks_per_trial, dist, &err);
+    else if (!rc) rc = is_train ? sp_train_run(&topts, dist, &err) : sp_eval_run(&eopts, dist, &err);
     if (rc && rc != SP_ESTOPPED && sp_dist_rank(dist) == 0)
         fprintf(stderr, "supair_dist: %s\n", err.msg);
     if (rc == SP_ESTOPPED && sp_dist_rank(dist) == 0)

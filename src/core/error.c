@@ -57,7 +57,9 @@ void sp_vlog(int level, const char *fmt, va_list ap) {
     FILE *out = level >= SP_LOG_WARN ? stderr : stdout;
     fprintf(out, "[r%d] %s%s\n", log_rank, tag, line);
     fflush(out);
-    if (log_file && log_rank == 0) {
+    /* Only the rank that owns a log file sets one (rank 0 of a run or of a
+     * sweep trial's group), so no rank test here. */
+    if (log_file) {
         fprintf(log_file, "%s%s\n", tag, line);
         fflush(log_file);
     }

@@ -5,7 +5,9 @@
  * with their exact 16 kHz lengths (probed without decoding), read through
  * cursors over the virtual concatenation. Statistics take one decoding pass,
  * writing another, with one cursor per stream so each batch is written as
- * one contiguous block of rows. */
+ * one contiguous block of rows. Streams decode on OpenMP threads; partial
+ * statistics merge in stream order, so the bytes do not depend on the
+ * thread count. */
 #include "supair/speech.h"
 
 #include <ctype.h>
@@ -937,7 +939,7 @@ int sp_timit_build(const sp_timit_opts *o, sp_speech_summary *sum, sp_error *err
         attr_str(h.file, "valid_rule",
                  o->valid_list || o->train_list
                      ? "explicit lists"
-                     : "round(0.05*N) of the sorted TRAIN files by a Philox shuffle (seed)")) {
+                     : "round(0.05*N) (at least 1) of the sorted TRAIN files, Philox shuffle with seed")) {
         rc = sp_fail(err, SP_ERUNTIME, "%s: cannot write root attributes", h.tmp);
         goto done;
     }
@@ -988,7 +990,6 @@ int sp_blizzard_build(const sp_blizzard_opts *o, sp_speech_summary *sum, sp_erro
     flist files = {0};
     h5out h = {.file = -1};
     long long *start = NULL;
-    float *buf = NULL;
     corpus c = {0};
     hid_t g[3] = {-1, -1, -1}, x[3] = {-1, -1, -1}, u0[3] = {-1, -1, -1};
     int rc, opened = 0;
@@ -1030,8 +1031,7 @@ int sp_blizzard_build(const sp_blizzard_opts *o, sp_speech_summary *sum, sp_erro
         goto done;
     }
     start = malloc((size_t)S * sizeof *start);
-    buf = malloc(STAT_BLOCK * sizeof *buf);
-    if (!start || !buf || corpus_init(&c, o->root, &files, o->mix)) {
+    if (!start || corpus_init(&c, o->root, &files, o->mix)) {
         rc = sp_fail(err, SP_ERUNTIME, "out of memory");
         goto done;
     }
@@ -1134,7 +1134,6 @@ done:
     if (opened) rc = h5_finish(&h, rc, err);
     free(c.start);
     free(start);
-    free(buf);
     flist_free(&files);
     return rc;
 }

@@ -45,10 +45,6 @@ struct sp_spn {
     int *perm;      /* (R, D) variable at each position */
     int *region_of; /* (R, D) leaf region of each variable */
     int *off;       /* (G0 + 1) region starts */
-    /* (R, 3D): where feature plane index q = plane * D + pixel (planes w,
-     * w x, w x^2) sits in repetition r's region-blocked leaf operand (region
-     * j at columns 3 off_j .. 3 off_j+1, laid out [w | w x | w x^2]). */
-    int *dst;
     int maxlen;     /* largest leaf region */
     int width[SP_SPN_MAX_DEPTH];  /* values per region at level l */
     int groups[SP_SPN_MAX_DEPTH]; /* regions per repetition at level l */
@@ -132,8 +128,7 @@ int sp_spn_create(sp_spn **out, const sp_spn_config *cfg, sp_error *err) {
     s->perm = malloc((size_t)s->R * s->D * sizeof(int));
     s->region_of = malloc((size_t)s->R * s->D * sizeof(int));
     s->off = malloc((size_t)(s->G0 + 1) * sizeof(int));
-    s->dst = malloc((size_t)s->R * 3 * s->D * sizeof(int));
-    if (!s->perm || !s->region_of || !s->off || !s->dst) {
+    if (!s->perm || !s->region_of || !s->off ) {
         sp_spn_free(s);
         return sp_fail(err, SP_ERUNTIME, "spn: out of memory");
     }
@@ -157,17 +152,8 @@ int sp_spn_create(sp_spn **out, const sp_spn_config *cfg, sp_error *err) {
             pr[i] = pr[j];
             pr[j] = tmp;
         }
-        for (int j = 0; j < s->G0; j++) {
-            int len = s->off[j + 1] - s->off[j];
-            for (int i = s->off[j]; i < s->off[j + 1]; i++) {
-                s->region_of[(long)r * s->D + pr[i]] = j;
-                for (int plane = 0; plane < 3; plane++) {
-                    long col = 3L * s->off[j] + (long)plane * len + (i - s->off[j]);
-                    int q = plane * s->D + pr[i];
-                    s->dst[(long)r * 3 * s->D + q] = (int)col;
-                }
-            }
-        }
+        for (int j = 0; j < s->G0; j++)
+            for (int i = s->off[j]; i < s->off[j + 1]; i++) s->region_of[(long)r * s->D + pr[i]] = j;
     }
 
     s->width[0] = s->K;
@@ -212,7 +198,6 @@ void sp_spn_free(sp_spn *s) {
     free(s->perm);
     free(s->region_of);
     free(s->off);
-    free(s->dst);
     free(s);
 }
 
@@ -371,87 +356,84 @@ static inline float clip01(float m) {
     return m < 1.0f ? m : 1.0f;
 }
 
-/* Leaf features of rows n0..n0+nb in pixel order: row n of fp (nb, 3D) is
- * [w | w x | w x^2] with w = 1 - clip(m, 0, 1) (1 without marg). Built once
- * per chunk and shared by the R repetitions' gathers. */
-static void leaf_features(float *fp, const float *x, const float *m, long n0, int nb, int D) {
-    for (int n = 0; n < nb; n++) {
-        const float *xr = x + (n0 + n) * D;
-        const float *mr = m ? m + (n0 + n) * D : NULL;
-        float *f = fp + 3L * n * D;
-        int i = 0;
-#if defined(__AVX2__)
-        const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
-        for (; i + 8 <= D; i += 8) {
-            __m256 xv = _mm256_loadu_ps(xr + i), w = one;
-            if (mr) w = _mm256_sub_ps(one, _mm256_min_ps(_mm256_max_ps(_mm256_loadu_ps(mr + i), zero), one));
-            __m256 wx = _mm256_mul_ps(w, xv);
-            _mm256_storeu_ps(f + i, w);
-            _mm256_storeu_ps(f + D + i, wx);
-            _mm256_storeu_ps(f + 2 * D + i, _mm256_mul_ps(wx, xv));
-        }
-#endif
-        for (; i < D; i++) {
-            float w = mr ? 1.0f - clip01(mr[i]) : 1.0f;
-            f[i] = w;
-            f[D + i] = w * xr[i];
-            f[2 * D + i] = w * xr[i] * xr[i];
-        }
-    }
-}
-
-/* Eight floats p[ix[0..8)]. Scalar loads assembled in a register: on the
- * development machine's Zen 3 this beats vgatherdps by 1.6x (measured). */
-#if defined(__AVX2__)
-static inline __m256 load8_idx(const float *p, const int *ix) {
-    return _mm256_setr_ps(p[ix[0]], p[ix[1]], p[ix[2]], p[ix[3]], p[ix[4]], p[ix[5]], p[ix[6]],
-                          p[ix[7]]);
-}
-#endif
-
-/* One row of a region's GEMM operand, F (3 len) = [w | w x | w x^2] of
- * pixels idx[0..len): gathers x and m (not three precomputed planes: fewer
- * gathers, the arithmetic is free). */
-static void gather_leaf(float *restrict F, const float *restrict x, const float *restrict m,
-                        const int *restrict idx, int len) {
-    int i = 0;
+/* Leaf features of n contiguous pixels: w = 1 - clip(m, 0, 1) (1 without
+ * marg), wx = w x, wxx = w x^2. */
+static void features_vec(float *restrict w, float *restrict wx, float *restrict wxx,
+                         const float *restrict x, const float *restrict m, long n) {
+    long i = 0;
 #if defined(__AVX2__)
     const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
-    for (; i + 8 <= len; i += 8) {
-        __m256 xv = load8_idx(x, idx + i), w = one;
-        if (m) {
-            __m256 mv = load8_idx(m, idx + i);
-            w = _mm256_sub_ps(one, _mm256_min_ps(_mm256_max_ps(mv, zero), one));
-        }
-        __m256 wx = _mm256_mul_ps(w, xv);
-        _mm256_storeu_ps(F + i, w);
-        _mm256_storeu_ps(F + len + i, wx);
-        _mm256_storeu_ps(F + 2 * len + i, _mm256_mul_ps(wx, xv));
+    for (; i + 8 <= n; i += 8) {
+        __m256 xv = _mm256_loadu_ps(x + i), wv = one;
+        if (m) wv = _mm256_sub_ps(one, _mm256_min_ps(_mm256_max_ps(_mm256_loadu_ps(m + i), zero), one));
+        __m256 t = _mm256_mul_ps(wv, xv);
+        _mm256_storeu_ps(w + i, wv);
+        _mm256_storeu_ps(wx + i, t);
+        _mm256_storeu_ps(wxx + i, _mm256_mul_ps(t, xv));
     }
 #endif
-    for (; i < len; i++) {
-        float xv = x[idx[i]], w = m ? 1.0f - clip01(m[idx[i]]) : 1.0f;
-        F[i] = w;
-        F[len + i] = w * xv;
-        F[2 * len + i] = w * xv * xv;
+    for (; i < n; i++) {
+        float wv = m ? 1.0f - clip01(m[i]) : 1.0f;
+        w[i] = wv;
+        wx[i] = wv * x[i];
+        wxx[i] = wv * x[i] * x[i];
     }
 }
 
-/* out[i] (+)= in[idx[i]] for i < n: the gathers of the leaf layer. */
-static void gather_idx(float *restrict out, const float *restrict in, const int *restrict idx,
-                       int n, int accumulate) {
-    int i = 0;
-#if defined(__AVX2__)
-    if (accumulate)
-        for (; i + 8 <= n; i += 8)
-            _mm256_storeu_ps(out + i, _mm256_add_ps(_mm256_loadu_ps(out + i), load8_idx(in, idx + i)));
-    else
-        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, load8_idx(in, idx + i));
-#endif
-    if (accumulate)
-        for (; i < n; i++) out[i] += in[idx[i]];
-    else
-        for (; i < n; i++) out[i] = in[idx[i]];
+/* Dense mode: row n of fp (nb, 3D) = [w | w x | w x^2] of example n0 + n. */
+static void leaf_features(float *fp, const float *x, const float *m, long n0, int nb, int D) {
+    for (int n = 0; n < nb; n++) {
+        float *f = fp + 3L * n * D;
+        features_vec(f, f + D, f + 2 * D, x + (n0 + n) * D, m ? m + (n0 + n) * D : NULL, D);
+    }
+}
+
+/* out (cols, rows) (+)= in (rows, cols)^T, in 8 x 8 tiles. */
+static void transpose(const float *restrict in, long ldi, float *restrict out, long ldo, int rows,
+                      int cols, int add) {
+    for (int r0 = 0; r0 < rows; r0 += 8)
+        for (int c0 = 0; c0 < cols; c0 += 8) {
+            int r1 = r0 + 8 < rows ? r0 + 8 : rows, c1 = c0 + 8 < cols ? c0 + 8 : cols;
+            for (int c = c0; c < c1; c++)
+                for (int r = r0; r < r1; r++) {
+                    float v = in[(long)r * ldi + c];
+                    if (add)
+                        out[(long)c * ldo + r] += v;
+                    else
+                        out[(long)c * ldo + r] = v;
+                }
+        }
+}
+
+/* Gather mode: the chunk's features pixel-major, PT (3D, nb) = planes
+ * [w | w x | w x^2], each (D, nb). A region's GEMM operand is then a copy of
+ * whole rows (build_ft), where example-major data would need a gather per
+ * element. Also leaves x and m transposed in xT, mT (D, nb). */
+static void leaf_planes_t(float *PT, float *xT, float *mT, const float *x, const float *m, long n0,
+                          int nb, int D) {
+    transpose(x + n0 * D, D, xT, nb, nb, D, 0);
+    if (m) transpose(m + n0 * D, D, mT, nb, nb, D, 0);
+    long nd = (long)nb * D;
+    features_vec(PT, PT + nd, PT + 2 * nd, xT, m ? mT : NULL, nd);
+}
+
+/* FT (3 len, nb) = the rows of region pixels idx[0..len) of each plane. */
+static void build_ft(float *FT, const float *PT, const int *idx, int len, int D, int nb) {
+    for (int plane = 0; plane < 3; plane++)
+        for (int i = 0; i < len; i++)
+            memcpy(FT + ((long)plane * len + i) * nb, PT + ((long)plane * D + idx[i]) * nb,
+                   (size_t)nb * sizeof(float));
+}
+
+/* The transpose of build_ft, accumulating: gPT rows += GT rows. Pixels are
+ * distinct within a region, so rows never collide. */
+static void scatter_rows(float *gPT, const float *GT, const int *idx, int len, int D, int nb) {
+    for (int plane = 0; plane < 3; plane++)
+        for (int i = 0; i < len; i++) {
+            float *restrict o = gPT + ((long)plane * D + idx[i]) * nb;
+            const float *restrict g = GT + ((long)plane * len + i) * nb;
+            for (int n = 0; n < nb; n++) o[n] += g[n];
+        }
 }
 
 /* v[i] = exp(v[i]) for v[i] in [-EXP_CUT, 0], 0 below: the shifted
@@ -542,11 +524,12 @@ typedef struct spn_ctx {
 
 /* Per-thread scratch carved from one block. */
 typedef struct spn_scratch {
-    float *F, *E, *gE, *ea, *eb, *ta, *tb, *ma, *mb, *ca, *cb, *cr, *gz, *gV[SP_SPN_MAX_DEPTH];
-    float *fp;  /* (nb, 3D) leaf features in pixel order (dense mode) */
-    float *gfp; /* (nb, 3D) their gradients (backward) */
-    float *G;   /* (nb, 3D) one repetition's feature gradients, region-blocked
-                 * (gather mode) */
+    float *E, *gE, *ea, *eb, *ta, *tb, *ma, *mb, *ca, *cb, *cr, *gz, *gV[SP_SPN_MAX_DEPTH];
+    /* Leaf features and their gradients: (nb, 3D) example-major in dense
+     * mode, (3D, nb) pixel-major in gather mode. */
+    float *fp, *gfp;
+    float *FT;     /* (3 maxlen, nb) one region's operand (gather mode) */
+    float *xT, *mT; /* (D, nb) x and m transposed (gather mode) */
 } spn_scratch;
 
 static long carve(const sp_spn *s, float *base, spn_scratch *sc) {
@@ -558,13 +541,13 @@ static long carve(const sp_spn *s, float *base, spn_scratch *sc) {
         if (base) (ptr) = base + o;                    \
         o += align16((long)(n));                       \
     } while (0)
-    if (s->dense) {
-        TAKE(sc->fp, 3L * nb * s->D);
-    } else {
-        TAKE(sc->F, (long)nb * 3 * s->maxlen);
-        TAKE(sc->G, 3L * nb * s->D);
-    }
+    TAKE(sc->fp, 3L * nb * s->D);
     TAKE(sc->gfp, 3L * nb * s->D);
+    if (!s->dense) {
+        TAKE(sc->FT, (long)nb * 3 * s->maxlen);
+        TAKE(sc->xT, (long)nb * s->D);
+        TAKE(sc->mT, (long)nb * s->D);
+    }
     TAKE(sc->E, (long)nb * s->cmax);
     TAKE(sc->gE, (long)nb * s->cmax);
     TAKE(sc->ea, (long)nb * wmax);
@@ -591,9 +574,9 @@ static inline long vstride(const sp_spn *s, int l) {
  * where 0 <= m <= 1 (clip passes no gradient outside). gx or gm may be NULL;
  * m NULL means w = 1. */
 static void input_grads(float *gx, float *gm, const float *x, const float *m, const float *gf,
-                        int D) {
+                        long D) {
     const float *g0 = gf, *g1 = gf + D, *g2 = gf + 2 * D;
-    int i = 0;
+    long i = 0;
 #if defined(__AVX2__)
     const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f),
                  two = _mm256_set1_ps(2.0f);
@@ -631,17 +614,16 @@ static void forward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch *
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, (int)vstride(s, 0), (int)D3,
                     1.0f, sc->fp, (int)D3, c->der, (int)vstride(s, 0), 0.0f,
                     c->V[0] + n0 * vstride(s, 0), (int)vstride(s, 0));
+    } else {
+        leaf_planes_t(sc->fp, sc->xT, sc->mT, c->x, c->m, n0, nb, s->D);
     }
     for (int r = 0; r < R; r++) {
         const long vs0 = vstride(s, 0);
         for (int j = 0; j < s->G0 && !s->dense; j++) {
             int len = s->off[j + 1] - s->off[j];
-            const int *idx = s->perm + (long)r * s->D + s->off[j];
-            for (long n = 0; n < nb; n++)
-                gather_leaf(sc->F + 3L * n * len, c->x + (n0 + n) * s->D,
-                            c->m ? c->m + (n0 + n) * s->D : NULL, idx, len);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, K, 3 * len, 1.0f, sc->F,
-                        3 * len, c->der + theta_off(s, r, j), K, 0.0f,
+            build_ft(sc->FT, sc->fp, s->perm + (long)r * s->D + s->off[j], len, s->D, nb);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nb, K, 3 * len, 1.0f, sc->FT, nb,
+                        c->der + theta_off(s, r, j), K, 0.0f,
                         c->V[0] + n0 * vs0 + ((long)r * s->G0 + j) * K, (int)vs0);
         }
         for (int l = 1; l < d; l++) {
@@ -711,7 +693,10 @@ static void backward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch 
     const long D3 = 3L * s->D;
     for (int l = 0; l < d; l++)
         memset(sc->gV[l], 0, (size_t)nb * vstride(s, l) * sizeof(float));
-    if (s->dense) leaf_features(sc->fp, c->x, c->m, n0, nb, s->D);
+    if (s->dense)
+        leaf_features(sc->fp, c->x, c->m, n0, nb, s->D);
+    else
+        leaf_planes_t(sc->fp, sc->xT, sc->mT, c->x, c->m, n0, nb, s->D);
     if (need_in) memset(sc->gfp, 0, (size_t)nb * D3 * sizeof(float));
     for (int r = 0; r < R; r++) {
         /* Root -> top product of repetition r. */
@@ -797,21 +782,16 @@ static void backward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch 
             const int *idx = s->perm + (long)r * s->D + s->off[j];
             const float *gL = sc->gV[0] + ((long)r * s->G0 + j) * K;
             const long to = theta_off(s, r, j);
-            for (long n = 0; n < nb; n++)
-                gather_leaf(sc->F + 3L * n * len, c->x + (n0 + n) * s->D,
-                            c->m ? c->m + (n0 + n) * s->D : NULL, idx, len);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, 3 * len, K, nb, 1.0f, sc->F,
-                        3 * len, gL, (int)vs0, 1.0f, part + to, K);
+            build_ft(sc->FT, sc->fp, idx, len, s->D, nb);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 3 * len, K, nb, 1.0f, sc->FT,
+                        nb, gL, (int)vs0, 1.0f, part + to, K);
             if (!need_in) continue;
-            /* Gradients of region j's (w, w x, w x^2) into its block of G. */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, 3 * len, K, 1.0f, gL,
-                        (int)vs0, c->der + to, K, 0.0f, sc->G + 3L * s->off[j], (int)D3);
+            /* Gradients of region j's (w, w x, w x^2), (3 len, nb), into FT
+             * (free again), then added to their pixels' rows. */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 3 * len, nb, K, 1.0f,
+                        c->der + to, K, gL, (int)vs0, 0.0f, sc->FT, nb);
+            scatter_rows(sc->gfp, sc->FT, idx, len, s->D, nb);
         }
-        /* Back to pixel order: a gather through the inverse map (AVX2 has
-         * gathers, not scatters). */
-        if (need_in && !s->dense)
-            for (int n = 0; n < nb; n++)
-                gather_idx(sc->gfp + n * D3, sc->G + n * D3, s->dst + r * D3, (int)D3, 1);
     }
     if (s->dense) {
         const int cols = (int)vstride(s, 0);
@@ -822,11 +802,22 @@ static void backward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch 
                         sc->gV[0], cols, c->der, cols, 0.0f, sc->gfp, (int)D3);
     }
     if (!need_in) return;
-    for (int n = 0; n < nb; n++) {
-        long row = (n0 + n) * s->D;
-        input_grads(c->gx ? c->gx + row : NULL, c->gm ? c->gm + row : NULL, c->x + row,
-                    c->m ? c->m + row : NULL, sc->gfp + n * D3, s->D);
+    if (s->dense) {
+        for (int n = 0; n < nb; n++) {
+            long row = (n0 + n) * s->D;
+            input_grads(c->gx ? c->gx + row : NULL, c->gm ? c->gm + row : NULL, c->x + row,
+                        c->m ? c->m + row : NULL, sc->gfp + n * D3, s->D);
+        }
+        return;
     }
+    /* Pixel-major: the gradients wrt x and m as (D, nb) blocks in fp (free
+     * now), then transposed into the rows of x->grad and marg->grad. */
+    const long nd = (long)nb * s->D;
+    float *gxT = sc->fp, *gmT = sc->fp + nd;
+    memset(sc->fp, 0, (size_t)2 * nd * sizeof(float));
+    input_grads(c->gx ? gxT : NULL, c->gm ? gmT : NULL, sc->xT, c->m ? sc->mT : NULL, sc->gfp, nd);
+    if (c->gx) transpose(gxT, nb, c->gx + n0 * s->D, s->D, s->D, nb, 1);
+    if (c->gm) transpose(gmT, nb, c->gm + n0 * s->D, s->D, s->D, nb, 1);
 }
 
 /* Chunks [c0, c1) of thread t of nt: a static partition. */
