@@ -39,6 +39,17 @@ typedef struct sp_batch {
     int epoch;
     int reset_state;     /* streams: start from zero state (epoch start, eval) */
     uint64_t seed;
+    /* Sequences (SRNN). x holds (n, seq_len, frame) values. */
+    int seq_len;         /* frames per example in x (0 for non-sequence data) */
+    int frame;           /* values per frame (200) */
+    /* (n, frame): the frame before each example's first frame (u_1 = x_0),
+     * given when reset_state is set (epoch start: /SPLIT/u0; Blizzard test
+     * rows: /test/u0); otherwise a stream continues from its own last frame,
+     * which the model carries in its state. NULL with x_first_is_input. */
+    const float *u0;
+    /* 1: x[:, 0] is input only (TIMIT test utterances: "first frame only as
+     * input"), the targets are x[:, 1:], and the ELBO covers seq_len-1 frames. */
+    int x_first_is_input;
 } sp_batch;
 
 typedef struct sp_model_vtable {
@@ -75,8 +86,12 @@ typedef struct sp_model_vtable {
                 double *den, sp_error *err);
     /* Learning rate and KL weight schedules (NULL: constant lr from config). */
     double (*lr_at)(void *model, const sp_config *cfg, int64_t step, double epoch_float);
-    /* Streams only: floats of carried state per stream, and access to the
-     * local streams' state (n_local x floats) for checkpoints. */
+    /* Streams only: the carried state of this rank's n_local streams
+     * (stateful truncated BPTT). state_alloc is called once before training
+     * with the number of local streams; state() then points at
+     * (n_local, state_floats) floats the trainer saves in checkpoints
+     * (gathered over ranks, so any world size resumes) and restores. */
+    int (*state_alloc)(void *model, int n_local, sp_error *err);
     long (*state_floats)(void *model);
     float *(*state)(void *model);
     void (*destroy)(void *model);

@@ -57,14 +57,14 @@ typedef struct sp_speech_summary {
 } sp_speech_summary;
 
 typedef struct sp_timit_opts {
-    const char *root;       /* holds TRAIN and TEST (any case) */
-    const char *out;        /* written as OUT.tmp.PID, then renamed */
-    const char *valid_list; /* optional: root-relative paths, one a line */
-    const char *train_list; /* optional: root-relative paths, one a line */
-    uint64_t seed;          /* validation shuffle (default 0) */
-    int streams;            /* default 64 */
-    int mix;                /* average channels instead of rejecting */
-    const char *corpus;     /* root attribute `corpus` (default "timit") */
+    const char *root;               /* holds TRAIN and TEST (any case) */
+    const char *out;                /* written as OUT.tmp.PID, then renamed */
+    const char *valid_list;         /* optional: root-relative paths, one a line */
+    const char *train_list;         /* optional: root-relative paths, one a line */
+    uint64_t seed;                  /* validation shuffle (default 0) */
+    int streams;                    /* default 64 */
+    int mix;                        /* average channels instead of rejecting */
+    const char *corpus;             /* root attribute `corpus` (default "timit") */
     const char *const *extra_attrs; /* NULL or {name, value, ..., NULL}: more root strings */
     sp_speech_progress_fn progress;
     void *progress_ctx;
@@ -76,7 +76,7 @@ int sp_timit_build(const sp_timit_opts *o, sp_speech_summary *sum, sp_error *err
 
 typedef struct sp_blizzard_opts {
     const char *root, *out;
-    int streams;                     /* default 128 */
+    int streams; /* default 128 */
     int mix;
     long long train_rows, valid_rows; /* < 0: 90 % / 5 % rule; else multiples of streams */
     sp_speech_progress_fn progress;
@@ -97,11 +97,11 @@ void sp_timit_pick_valid(long n, uint64_t seed, unsigned char *valid);
 
 typedef struct sp_speech_demo_opts {
     const char *out;
-    double minutes;      /* total speech, default 30 */
-    const char *work;    /* keep the TIMIT-shaped tree here (default: temp dir, removed) */
+    double minutes;   /* total speech, default 30 */
+    const char *work; /* keep the TIMIT-shaped tree here (default: temp dir, removed) */
     uint64_t seed;
-    int streams;         /* passed to the TIMIT conversion (default 64) */
-    int jobs;            /* parallel synthesis processes (default: online CPUs) */
+    int streams; /* passed to the TIMIT conversion (default 64) */
+    int jobs;    /* parallel synthesis processes (default: online CPUs) */
     sp_speech_progress_fn progress;
     void *progress_ctx;
     volatile sig_atomic_t *stop;

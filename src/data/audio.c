@@ -15,16 +15,16 @@ struct sp_audio_reader {
     SNDFILE *sf;
     sp_audio_info info;
     char *path;
-    int pcm16;        /* read as shorts and scale by 1/32768 exactly */
-    long long pos;    /* samples delivered so far */
-    int drained;      /* the decoder (and resampler) has nothing more: zeros follow */
-    short *sbuf;      /* (BLOCK, channels) */
-    float *fbuf;      /* (BLOCK, channels) */
-    float *scratch;   /* (BLOCK) for skips */
+    int pcm16;      /* read as shorts and scale by 1/32768 exactly */
+    long long pos;  /* samples delivered so far */
+    int drained;    /* the decoder (and resampler) has nothing more: zeros follow */
+    short *sbuf;    /* (BLOCK, channels) */
+    float *fbuf;    /* (BLOCK, channels) */
+    float *scratch; /* (BLOCK) for skips */
     /* resampling state */
     SRC_STATE *src;
     double ratio;
-    float *inbuf;     /* (BLOCK) mono input at the file's rate */
+    float *inbuf; /* (BLOCK) mono input at the file's rate */
     long in_n, in_pos;
     int in_eof;
 };
@@ -99,9 +99,8 @@ int sp_audio_open(sp_audio_reader **out, const char *path, int mix, sp_error *er
     r->info.channels = si.channels;
     r->info.format = si.format;
     r->info.resampled = si.samplerate != SP_AUDIO_RATE;
-    r->info.length = r->info.resampled
-                         ? (long long)si.frames * SP_AUDIO_RATE / si.samplerate
-                         : (long long)si.frames;
+    r->info.length = r->info.resampled ? (long long)si.frames * SP_AUDIO_RATE / si.samplerate
+                                       : (long long)si.frames;
     size_t ch = (size_t)si.channels;
     r->sbuf = malloc(BLOCK * ch * sizeof *r->sbuf);
     r->fbuf = malloc(BLOCK * ch * sizeof *r->fbuf);
@@ -184,8 +183,8 @@ static long read_resampled(sp_audio_reader *r, float *out, long n, sp_error *err
         d.end_of_input = r->in_eof;
         int e = src_process(r->src, &d);
         if (e) {
-            *fail = sp_fail(err, SP_ERUNTIME, "%s: resampling failed (libsamplerate: %s)",
-                            r->path, src_strerror(e));
+            *fail = sp_fail(err, SP_ERUNTIME, "%s: resampling failed (libsamplerate: %s)", r->path,
+                            src_strerror(e));
             return produced;
         }
         r->in_pos += d.input_frames_used;
@@ -228,7 +227,8 @@ int sp_audio_skip(sp_audio_reader *r, long long n, sp_error *err) {
     long long left = r->info.length - r->pos;
     if (n > left) n = left;
     if (n <= 0) return SP_OK;
-    if (!r->src && r->pcm16 && !r->drained && (r->info.format & SF_FORMAT_TYPEMASK) != SF_FORMAT_MPEG) {
+    if (!r->src && r->pcm16 && !r->drained &&
+        (r->info.format & SF_FORMAT_TYPEMASK) != SF_FORMAT_MPEG) {
         if (sf_seek(r->sf, r->pos + n, SEEK_SET) < 0)
             return sp_fail(err, SP_EINPUT, "%s: cannot seek to sample %lld", r->path, r->pos + n);
         r->pos += n;

@@ -38,8 +38,8 @@
 /* ---- corpus: files and their lengths ---- */
 
 typedef struct sfile {
-    char *rel;      /* path relative to the root */
-    long long len;  /* samples at 16 kHz */
+    char *rel;     /* path relative to the root */
+    long long len; /* samples at 16 kHz */
 } sfile;
 
 typedef struct flist {
@@ -84,8 +84,8 @@ static int has_ext(const char *name, const char *ext) {
     return n > e && strcasecmp(name + n - e, ext) == 0;
 }
 
-static const char *const audio_exts[] = {".wav", ".flac", ".mp3", ".sph", ".nist", ".ogg",
-                                         ".opus", ".aif", ".aiff", ".au", ".w64", ".caf", NULL};
+static const char *const audio_exts[] = {".wav", ".flac", ".mp3", ".sph", ".nist", ".ogg", ".opus",
+                                         ".aif", ".aiff", ".au",  ".w64", ".caf",  NULL};
 
 static int is_audio_name(const char *name) {
     for (int i = 0; audio_exts[i]; i++)
@@ -100,9 +100,9 @@ static int path_join(char *out, size_t cap, const char *a, const char *b) {
 
 typedef struct walk_ctx {
     const char *root;
-    int wav_only;  /* TIMIT: *.WAV only */
+    int wav_only; /* TIMIT: *.WAV only */
     flist *out;
-    long skipped;  /* files that are not audio by name */
+    long skipped; /* files that are not audio by name */
     sp_error *err;
 } walk_ctx;
 
@@ -113,13 +113,15 @@ static int walk(walk_ctx *w, const char *rel) {
     if (path_join(dir, sizeof dir, w->root, rel))
         return sp_fail(w->err, SP_EINPUT, "%s/%s: path too long", w->root, rel);
     DIR *d = opendir(dir);
-    if (!d) return sp_fail(w->err, SP_EINPUT, "%s: cannot read directory: %s", dir, strerror(errno));
+    if (!d)
+        return sp_fail(w->err, SP_EINPUT, "%s: cannot read directory: %s", dir, strerror(errno));
     int rc = SP_OK;
     struct dirent *e;
     while (!rc && (e = readdir(d))) {
         if (e->d_name[0] == '.') continue;
         char sub[4096], full[4096];
-        if (path_join(sub, sizeof sub, rel, e->d_name) || path_join(full, sizeof full, w->root, sub)) {
+        if (path_join(sub, sizeof sub, rel, e->d_name) ||
+            path_join(full, sizeof full, w->root, sub)) {
             rc = sp_fail(w->err, SP_EINPUT, "%s/%s: path too long", dir, e->d_name);
             break;
         }
@@ -154,8 +156,8 @@ static int walk(walk_ctx *w, const char *rel) {
 }
 
 /* Fills each file's 16 kHz length, checking it is readable audio. */
-static int probe_all(const char *root, flist *l, int mix, long long *total, long base,
-                     long all, const char *phase, sp_speech_progress_fn progress, void *pctx,
+static int probe_all(const char *root, flist *l, int mix, long long *total, long base, long all,
+                     const char *phase, sp_speech_progress_fn progress, void *pctx,
                      volatile sig_atomic_t *stop, sp_error *err) {
     long long t = 0;
     for (long i = 0; i < l->n; i++) {
@@ -201,9 +203,9 @@ static long long corpus_len(const corpus *c) { return c->start[c->n]; }
 
 typedef struct cursor {
     const corpus *c;
-    long k;              /* file index of the open reader */
+    long k; /* file index of the open reader */
     sp_audio_reader *r;
-    long long pos;       /* absolute sample position */
+    long long pos; /* absolute sample position */
 } cursor;
 
 static void cursor_close(cursor *cu) {
@@ -230,8 +232,10 @@ static int cursor_seek(cursor *cu, const corpus *c, long long p, sp_error *err) 
     long lo = 0, hi = c->n - 1;
     while (lo < hi) { /* last file with start <= p and a nonzero length */
         long mid = (lo + hi + 1) / 2;
-        if (c->start[mid] <= p) lo = mid;
-        else hi = mid - 1;
+        if (c->start[mid] <= p)
+            lo = mid;
+        else
+            hi = mid - 1;
     }
     while (lo < c->n - 1 && c->start[lo + 1] <= p) lo++;
     cu->pos = p;
@@ -547,7 +551,8 @@ static int write_streams(const corpus *c, int S, const long long *start, long lo
             long long p = start[j] - FRAME;
             if (p >= 0) {
                 rcs[j] = cursor_seek(&cu[j], c, p, &errs[j]);
-                if (!rcs[j]) rcs[j] = cursor_read(&cu[j], prev + (size_t)j * FRAME, FRAME, &errs[j]);
+                if (!rcs[j])
+                    rcs[j] = cursor_read(&cu[j], prev + (size_t)j * FRAME, FRAME, &errs[j]);
             } else {
                 /* Nothing precedes the corpus start: u_1 is silence. */
                 memset(prev + (size_t)j * FRAME, 0, FRAME * sizeof *prev);
@@ -565,7 +570,8 @@ static int write_streams(const corpus *c, int S, const long long *start, long lo
         for (int k = 0; k < ntg; k++)
             if (b >= tg[k].b0 && b < tg[k].b1) t = &tg[k];
 #pragma omp parallel for schedule(dynamic, 1)
-        for (int j = 0; j < S; j++) rcs[j] = cursor_read(&cu[j], rows + (size_t)j * ROW, ROW, &errs[j]);
+        for (int j = 0; j < S; j++)
+            rcs[j] = cursor_read(&cu[j], rows + (size_t)j * ROW, ROW, &errs[j]);
         rc = first_error(rcs, errs, S, err);
         if (rc) break;
         if (t) {
@@ -663,7 +669,8 @@ static int find_subdir(const char *root, const char *name, char *out, size_t cap
         if (strcasecmp(e->d_name, name)) continue;
         char full[4096];
         struct stat st;
-        if (path_join(full, sizeof full, root, e->d_name) || stat(full, &st) || !S_ISDIR(st.st_mode))
+        if (path_join(full, sizeof full, root, e->d_name) || stat(full, &st) ||
+            !S_ISDIR(st.st_mode))
             continue;
         snprintf(out, cap, "%s", e->d_name);
         found = 0;
@@ -697,8 +704,10 @@ static int read_list(const char *path, const flist *train, unsigned char *mark, 
                 hit = mid;
                 break;
             }
-            if (c < 0) hi = mid - 1;
-            else lo = mid + 1;
+            if (c < 0)
+                hi = mid - 1;
+            else
+                lo = mid + 1;
         }
         if (hit < 0)
             rc = sp_fail(err, SP_EINPUT, "%s:%ld: '%s' is not a TRAIN file under the root", path,
@@ -728,9 +737,8 @@ static int write_files_attr(hid_t g, const flist *l, long long samples) {
 }
 
 static int timit_stream_split(hid_t file, const char *name, const char *root, const flist *l,
-                              const sp_timit_opts *o, double mean, double std,
-                              long long *rows_out, long long *nb_out, const char *tmp,
-                              sp_error *err) {
+                              const sp_timit_opts *o, double mean, double std, long long *rows_out,
+                              long long *nb_out, const char *tmp, sp_error *err) {
     int S = o->streams;
     corpus c;
     long long *start = malloc((size_t)S * sizeof *start);
@@ -823,12 +831,14 @@ int sp_timit_build(const sp_timit_opts *o, sp_speech_summary *sum, sp_error *err
     if (!sum) sum = &local;
     memset(sum, 0, sizeof *sum);
     if (!o->root || !o->out) return sp_fail(err, SP_EINPUT, "timit: --root and --out are required");
-    if (o->streams < 1) return sp_fail(err, SP_EINPUT, "timit: streams %d must be >= 1", o->streams);
+    if (o->streams < 1)
+        return sp_fail(err, SP_EINPUT, "timit: streams %d must be >= 1", o->streams);
     struct stat st;
     if (stat(o->root, &st) != 0 || !S_ISDIR(st.st_mode))
         return sp_fail(err, SP_EINPUT, "%s: not a directory", o->root);
     char trn[256], tst[256];
-    if (find_subdir(o->root, "TRAIN", trn, sizeof trn) || find_subdir(o->root, "TEST", tst, sizeof tst))
+    if (find_subdir(o->root, "TRAIN", trn, sizeof trn) ||
+        find_subdir(o->root, "TEST", tst, sizeof tst))
         return sp_fail(err, SP_EINPUT,
                        "%s: not a TIMIT root (no TRAIN and TEST directories; expected "
                        "TRAIN|TEST/DRn/SPEAKER/*.WAV)",
@@ -894,8 +904,8 @@ int sp_timit_build(const sp_timit_opts *o, sp_speech_summary *sum, sp_error *err
     rc = probe_all(o->root, &train, o->mix, &sum->samples[0], 0, all, "scan", o->progress,
                    o->progress_ctx, o->stop, err);
     if (!rc)
-        rc = probe_all(o->root, &valid, o->mix, &sum->samples[1], train.n, all, "scan",
-                       o->progress, o->progress_ctx, o->stop, err);
+        rc = probe_all(o->root, &valid, o->mix, &sum->samples[1], train.n, all, "scan", o->progress,
+                       o->progress_ctx, o->stop, err);
     if (!rc)
         rc = probe_all(o->root, &test, o->mix, &sum->samples[2], train.n + valid.n, all, "scan",
                        o->progress, o->progress_ctx, o->stop, err);
@@ -937,9 +947,9 @@ int sp_timit_build(const sp_timit_opts *o, sp_speech_summary *sum, sp_error *err
                          o->streams, o->mix) ||
         attr_i64(h.file, "seed", (long long)o->seed) ||
         attr_str(h.file, "valid_rule",
-                 o->valid_list || o->train_list
-                     ? "explicit lists"
-                     : "round(0.05*N) (at least 1) of the sorted TRAIN files, Philox shuffle with seed")) {
+                 o->valid_list || o->train_list ? "explicit lists"
+                                                : "round(0.05*N) (at least 1) of the sorted TRAIN "
+                                                  "files, Philox shuffle with seed")) {
         rc = sp_fail(err, SP_ERUNTIME, "%s: cannot write root attributes", h.tmp);
         goto done;
     }
@@ -981,7 +991,8 @@ int sp_blizzard_build(const sp_blizzard_opts *o, sp_speech_summary *sum, sp_erro
     sp_speech_summary local;
     if (!sum) sum = &local;
     memset(sum, 0, sizeof *sum);
-    if (!o->root || !o->out) return sp_fail(err, SP_EINPUT, "blizzard: --root and --out are required");
+    if (!o->root || !o->out)
+        return sp_fail(err, SP_EINPUT, "blizzard: --root and --out are required");
     int S = o->streams;
     if (S < 1) return sp_fail(err, SP_EINPUT, "blizzard: streams %d must be >= 1", S);
     struct stat st;
@@ -1000,8 +1011,8 @@ int sp_blizzard_build(const sp_blizzard_opts *o, sp_speech_summary *sum, sp_erro
     if (rc) goto done;
     qsort(files.v, (size_t)files.n, sizeof *files.v, sfile_cmp);
     long long L = 0;
-    rc = probe_all(o->root, &files, o->mix, &L, 0, files.n, "scan", o->progress,
-                   o->progress_ctx, o->stop, err);
+    rc = probe_all(o->root, &files, o->mix, &L, 0, files.n, "scan", o->progress, o->progress_ctx,
+                   o->stop, err);
     if (rc) goto done;
 
     /* Layout: S equal pieces, R rows each; batches split 90 / 5 / rest. */
@@ -1010,15 +1021,19 @@ int sp_blizzard_build(const sp_blizzard_opts *o, sp_speech_summary *sum, sp_erro
     if (o->train_rows >= 0 || o->valid_rows >= 0) {
         long long tr = o->train_rows, va = o->valid_rows;
         if (tr < 0 || va < 0 || tr % S || va % S) {
-            rc = sp_fail(err, SP_EINPUT, "blizzard: --split-rows %lld,%lld: both must be "
-                         "multiples of --streams %d", tr, va, S);
+            rc = sp_fail(err, SP_EINPUT,
+                         "blizzard: --split-rows %lld,%lld: both must be "
+                         "multiples of --streams %d",
+                         tr, va, S);
             goto done;
         }
         nt = tr / S;
         nv = va / S;
         if (nt + nv > R) {
-            rc = sp_fail(err, SP_EINPUT, "blizzard: --split-rows %lld,%lld exceeds the %lld rows "
-                         "of the corpus", tr, va, R * S);
+            rc = sp_fail(err, SP_EINPUT,
+                         "blizzard: --split-rows %lld,%lld exceeds the %lld rows "
+                         "of the corpus",
+                         tr, va, R * S);
             goto done;
         }
     }
@@ -1084,8 +1099,9 @@ int sp_blizzard_build(const sp_blizzard_opts *o, sp_speech_summary *sum, sp_erro
         attr_i64(h.file, "stream_samples", piece) || attr_i64(h.file, "rows_per_stream", R) ||
         attr_i64(h.file, "samples", L) ||
         attr_str(h.file, "split_rule",
-                 o->train_rows >= 0 ? "explicit --split-rows"
-                                    : "batches: train floor(0.9 R), valid floor(0.05 R), test rest")) {
+                 o->train_rows >= 0
+                     ? "explicit --split-rows"
+                     : "batches: train floor(0.9 R), valid floor(0.05 R), test rest")) {
         rc = sp_fail(err, SP_ERUNTIME, "%s: cannot write root attributes", h.tmp);
         goto done;
     }
@@ -1310,8 +1326,10 @@ static void print_summary(const char *cmd, const char *out, const sp_speech_summ
 int sp_speech_cli(const char *cmd, int argc, char **argv, sp_error *err) {
     sp_error_clear(err);
     cli_args a = {.cmd = cmd, .argc = argc, .argv = argv, .i = 1};
-    int which = !strcmp(cmd, "timit") ? 0 : !strcmp(cmd, "blizzard") ? 1
-                : !strcmp(cmd, "speech-demo") ? 2 : -1;
+    int which = !strcmp(cmd, "timit")         ? 0
+                : !strcmp(cmd, "blizzard")    ? 1
+                : !strcmp(cmd, "speech-demo") ? 2
+                                              : -1;
     if (which < 0) return sp_fail(err, SP_EINPUT, "unknown speech command '%s'", cmd);
     sp_timit_opts to;
     sp_blizzard_opts bo;
@@ -1325,9 +1343,12 @@ int sp_speech_cli(const char *cmd, int argc, char **argv, sp_error *err) {
         if (r == 0) return cli_unknown(&a, r, err);
         const char *f = a.name;
         if (!strcmp(f, "--help")) {
-            if (which == 0) timit_help(stdout);
-            else if (which == 1) blizzard_help(stdout);
-            else demo_help(stdout);
+            if (which == 0)
+                timit_help(stdout);
+            else if (which == 1)
+                blizzard_help(stdout);
+            else
+                demo_help(stdout);
             return SP_OK;
         }
         if (which < 2 && !strcmp(f, "--root")) {
@@ -1376,7 +1397,9 @@ int sp_speech_cli(const char *cmd, int argc, char **argv, sp_error *err) {
             return cli_unknown(&a, r, err);
         }
     }
-    if (!to.out) return sp_fail(err, SP_EINPUT, "--out FILE.h5 is required (see supair_data %s --help)", cmd);
+    if (!to.out)
+        return sp_fail(err, SP_EINPUT, "--out FILE.h5 is required (see supair_data %s --help)",
+                       cmd);
     if (which < 2 && !to.root)
         return sp_fail(err, SP_EINPUT, "--root DIR is required (see supair_data %s --help)", cmd);
 

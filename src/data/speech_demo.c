@@ -47,12 +47,10 @@ typedef struct voice {
 } voice;
 
 static const voice voices[] = {
-    {"ESPEAK_M1", "en+m1", 165, 0}, {"ESPEAK_M2", "en+m2", 175, 0},
-    {"ESPEAK_M3", "en+m3", 155, 0}, {"ESPEAK_M4", "en+m4", 170, 0},
-    {"ESPEAK_M5", "en+m5", 160, 0}, {"ESPEAK_M6", "en+m6", 175, 1},
-    {"ESPEAK_M7", "en+m7", 165, 1}, {"ESPEAK_F1", "en+f1", 160, 0},
-    {"ESPEAK_F2", "en+f2", 170, 0}, {"ESPEAK_F3", "en+f3", 155, 0},
-    {"ESPEAK_F4", "en+f4", 165, 1}, {"FESTIVAL_KAL", NULL, 0, 0},
+    {"ESPEAK_M1", "en+m1", 165, 0}, {"ESPEAK_M2", "en+m2", 175, 0}, {"ESPEAK_M3", "en+m3", 155, 0},
+    {"ESPEAK_M4", "en+m4", 170, 0}, {"ESPEAK_M5", "en+m5", 160, 0}, {"ESPEAK_M6", "en+m6", 175, 1},
+    {"ESPEAK_M7", "en+m7", 165, 1}, {"ESPEAK_F1", "en+f1", 160, 0}, {"ESPEAK_F2", "en+f2", 170, 0},
+    {"ESPEAK_F3", "en+f3", 155, 0}, {"ESPEAK_F4", "en+f4", 165, 1}, {"FESTIVAL_KAL", NULL, 0, 0},
 };
 #define N_VOICES ((int)(sizeof voices / sizeof voices[0]))
 
@@ -67,7 +65,7 @@ void sp_speech_demo_opts_default(sp_speech_demo_opts *o) {
 typedef struct textsrc {
     char **paths;
     long n, next;
-    char *buf;     /* current file's contents */
+    char *buf; /* current file's contents */
     long len, pos;
     uint64_t *seen; /* open-addressing set of sentence hashes (dedup) */
     long seen_cap, seen_n;
@@ -101,8 +99,10 @@ static int list_texts(textsrc *t, long *cap, const char *dir, const char *name) 
     while ((e = readdir(d))) {
         if (e->d_name[0] == '.') continue;
         char p[4096];
-        if (name) snprintf(p, sizeof p, "%s/%s/%s", dir, e->d_name, name);
-        else snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        if (name)
+            snprintf(p, sizeof p, "%s/%s/%s", dir, e->d_name, name);
+        else
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
         struct stat st;
         if (lstat(p, &st) != 0 || !S_ISREG(st.st_mode)) continue;
         if (push_path(t, cap, p)) {
@@ -184,7 +184,8 @@ static int load_next_file(textsrc *t) {
 static int count_words(const char *s) {
     int n = 0, in = 0;
     for (; *s; s++) {
-        if (*s == ' ') in = 0;
+        if (*s == ' ')
+            in = 0;
         else if (!in) {
             in = 1;
             n++;
@@ -356,7 +357,8 @@ static int prepare_work(const char *work, sp_error *err) {
     static const char *subs[] = {"timit", "tmp"};
     for (int i = 0; i < 2; i++) {
         snprintf(p, sizeof p, "%s/%s", work, subs[i]);
-        if (rm_tree(p) != 0) return sp_fail(err, SP_ERUNTIME, "%s: cannot remove: %s", p, strerror(errno));
+        if (rm_tree(p) != 0)
+            return sp_fail(err, SP_ERUNTIME, "%s: cannot remove: %s", p, strerror(errno));
     }
     return SP_OK;
 }
@@ -366,7 +368,7 @@ static int prepare_work(const char *work, sp_error *err) {
 typedef struct utt {
     char *text;
     int voice;
-    double secs;   /* measured after synthesis */
+    double secs; /* measured after synthesis */
     int done;
 } utt;
 
@@ -377,8 +379,10 @@ typedef struct job {
 
 static void utt_paths(const char *work, const utt *u, long k, char *wav, char *txt, size_t cap) {
     const voice *v = &voices[u->voice];
-    snprintf(wav, cap, "%s/timit/%s/DR1/%s/S%05ld.WAV", work, v->test ? "TEST" : "TRAIN", v->dir, k);
-    snprintf(txt, cap, "%s/timit/%s/DR1/%s/S%05ld.TXT", work, v->test ? "TEST" : "TRAIN", v->dir, k);
+    snprintf(wav, cap, "%s/timit/%s/DR1/%s/S%05ld.WAV", work, v->test ? "TEST" : "TRAIN", v->dir,
+             k);
+    snprintf(txt, cap, "%s/timit/%s/DR1/%s/S%05ld.TXT", work, v->test ? "TEST" : "TRAIN", v->dir,
+             k);
 }
 
 static int spawn_job(job *j, sp_error *err) {
@@ -455,7 +459,9 @@ static int run_jobs(job *jobs, int n, int par, long *units_done, const long *uni
 /* sox: any input -> 16 kHz mono 16-bit NIST SPHERE, no dither (-D) and
  * repeatable (-R), so the output is a function of the input. */
 static void sox_line(FILE *f, const char *in, const char *out) {
-    fprintf(f, "sox -D -R -q '%s' -r 16000 -b 16 -c 1 -e signed-integer -t sph '%s' && rm -f '%s' || exit 1\n",
+    fprintf(f,
+            "sox -D -R -q '%s' -r 16000 -b 16 -c 1 -e signed-integer -t sph '%s' && rm -f '%s' || "
+            "exit 1\n",
             in, out, in);
 }
 
@@ -492,8 +498,10 @@ static int synth_range(const char *work, utt *u, long a, long b, int par, long *
                 utt_paths(work, &u[k], k, wav, txt, sizeof wav);
                 snprintf(tmpw, sizeof tmpw, "%s/tmp/S%05ld.wav", work, k);
                 /* Text was cleaned to [a-z0-9 ,'-]: safe inside a Scheme string. */
-                fprintf(fs, "(set! u (Utterance Text \"%s\"))\n(utt.synth u)\n"
-                            "(utt.save.wave u \"%s\" 'riff)\n", u[k].text, tmpw);
+                fprintf(fs,
+                        "(set! u (Utterance Text \"%s\"))\n(utt.synth u)\n"
+                        "(utt.save.wave u \"%s\" 'riff)\n",
+                        u[k].text, tmpw);
                 sox_line(fj, tmpw, wav);
             }
         }
@@ -519,7 +527,8 @@ static int synth_range(const char *work, utt *u, long a, long b, int par, long *
         }
         utt_paths(work, &u[k], k, wav, txt, sizeof wav);
         snprintf(tmpw, sizeof tmpw, "%s/tmp/S%05ld.wav", work, k);
-        fprintf(fj, "espeak-ng -v %s -s %d -f '%s' -w '%s' || exit 1\n", v->name, v->wpm, txt, tmpw);
+        fprintf(fj, "espeak-ng -v %s -s %d -f '%s' -w '%s' || exit 1\n", v->name, v->wpm, txt,
+                tmpw);
         sox_line(fj, tmpw, wav);
         if (++units[nj - 1] == ESPEAK_PER_JOB) {
             fclose(fj);
@@ -550,7 +559,8 @@ int sp_speech_demo_build(const sp_speech_demo_opts *o, sp_speech_summary *sum, s
     if (own_work) {
         const char *tmpdir = getenv("TMPDIR");
         snprintf(work, sizeof work, "%s/speech-demo.XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
-        if (!mkdtemp(work)) return sp_fail(err, SP_ERUNTIME, "%s: cannot create: %s", work, strerror(errno));
+        if (!mkdtemp(work))
+            return sp_fail(err, SP_ERUNTIME, "%s: cannot create: %s", work, strerror(errno));
     } else {
         snprintf(work, sizeof work, "%s", o->work);
     }
@@ -565,12 +575,15 @@ int sp_speech_demo_build(const sp_speech_demo_opts *o, sp_speech_summary *sum, s
         if (mkdirs(p)) rc = sp_fail(err, SP_ERUNTIME, "%s: cannot create: %s", p, strerror(errno));
     }
     for (int v = 0; !rc && v < N_VOICES; v++) {
-        snprintf(p, sizeof p, "%s/timit/%s/DR1/%s", work, voices[v].test ? "TEST" : "TRAIN", voices[v].dir);
+        snprintf(p, sizeof p, "%s/timit/%s/DR1/%s", work, voices[v].test ? "TEST" : "TRAIN",
+                 voices[v].dir);
         if (mkdirs(p)) rc = sp_fail(err, SP_ERUNTIME, "%s: cannot create: %s", p, strerror(errno));
     }
     if (!rc) {
-        if (textsrc_init(&ts)) rc = sp_fail(err, SP_ERUNTIME, "out of memory reading texts");
-        else ts_ok = 1;
+        if (textsrc_init(&ts))
+            rc = sp_fail(err, SP_ERUNTIME, "out of memory reading texts");
+        else
+            ts_ok = 1;
     }
     double target = o->minutes * 60.0, have = 0;
     long par = o->jobs > 0 ? o->jobs : sysconf(_SC_NPROCESSORS_ONLN);
@@ -608,7 +621,8 @@ int sp_speech_demo_build(const sp_speech_demo_opts *o, sp_speech_summary *sum, s
         if (n == a) {
             rc = sp_fail(err, SP_EINPUT,
                          "/usr/share/common-licenses, /usr/share/doc/*/copyright: text for only "
-                         "%.1f of %.1f minutes of speech", have / 60, o->minutes);
+                         "%.1f of %.1f minutes of speech",
+                         have / 60, o->minutes);
             break;
         }
         char wav[4096], txt[4096];
@@ -657,10 +671,16 @@ int sp_speech_demo_build(const sp_speech_demo_opts *o, sp_speech_summary *sum, s
                      voices[v].test ? "(test)" : "");
         }
         /* `source` replaces the (temporary) tree path: same seed, same bytes. */
-        const char *extra[] = {"source", "speech-demo: espeak-ng + festival kal, sox to NIST SPHERE",
-                               "demo_minutes", minutes, "demo_utterances", nutt,
-                               "demo_voices", voices_s,
-                               "demo_text", "/usr/share/common-licenses/*, /usr/share/doc/*/copyright (sorted)",
+        const char *extra[] = {"source",
+                               "speech-demo: espeak-ng + festival kal, sox to NIST SPHERE",
+                               "demo_minutes",
+                               minutes,
+                               "demo_utterances",
+                               nutt,
+                               "demo_voices",
+                               voices_s,
+                               "demo_text",
+                               "/usr/share/common-licenses/*, /usr/share/doc/*/copyright (sorted)",
                                NULL};
         sp_timit_opts to;
         sp_timit_opts_default(&to);

@@ -175,18 +175,17 @@ int sp_spn_create(sp_spn **out, const sp_spn_config *cfg, sp_error *err) {
     s->droot_off = o;
     s->n_derived = o + align16((long)s->R * s->ctop);
 
-    /* Chunk size: the gathered leaf features of a chunk (nb x 3 x region)
-     * should stay in L2 for the backward GEMMs; more rows amortise the
-     * GEMM set-up. A function of the config only, never of the threads. */
+    /* Chunk size, a function of the config only (never of the threads):
+     * gather mode keeps the chunk's pixel-major features (3D, nb) within
+     * about L2 (~600 KB), from which each region copies its rows; dense mode
+     * streams whole rows, and its weight-gradient GEMM reduces over nb. */
 #ifndef SPN_CHUNK_BYTES
-#define SPN_CHUNK_BYTES (384L * 1024)
+#define SPN_CHUNK_BYTES (640L * 1024)
 #endif
-    int nb = (int)(SPN_CHUNK_BYTES / (3L * s->maxlen * (long)sizeof(float)));
+    int nb = (int)(SPN_CHUNK_BYTES / (3L * s->D * (long)sizeof(float)));
     nb = nb / 8 * 8;
     if (nb < 16) nb = 16;
     if (nb > 128) nb = 128;
-    /* Dense mode streams the whole feature row; its weight-gradient GEMM
-     * reduces over nb, which wants nb large. */
     if (s->dense) nb = 64;
     s->nb = nb;
     *out = s;

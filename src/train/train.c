@@ -27,6 +27,7 @@
 #include "supair/h5arrays.h"
 #include "supair/metrics.h"
 #include "supair/optim.h"
+#include "supair/streams.h"
 #include "supair/timer.h"
 #include "supair/train.h"
 
@@ -46,7 +47,9 @@ typedef struct trainer {
     sp_tape *tape;
     sp_dist *dist;
     int rank, world;
-    sp_scenes_data data;
+    sp_scenes_data data;      /* SP_DATA_ROWS */
+    sp_streams_data sdata;    /* SP_DATA_STREAMS */
+    int streams;              /* layout is SP_DATA_STREAMS */
     int data_open;
     const char *data_path;
     const char *run_dir;
@@ -66,6 +69,8 @@ typedef struct trainer {
     float *x;           /* (local_b, row) */
     int32_t *counts;
     float *boxes;
+    float *u0;          /* (local_b, frame) streams: frame before each chunk */
+    float *state_all;   /* resume: every stream's carried state, while loading */
     long row_len;
     /* output (rank 0) */
     sp_metrics *metrics;
@@ -152,6 +157,13 @@ static int agree(trainer *T, int rc, sp_error *err) {
 
 /* ------------------------------------------------------------------ data */
 
+static sp_dataset *data_handle(trainer *T) { return T->streams ? T->sdata.ds : T->data.ds; }
+
+/* Rows of an evaluation split: scenes, or speech sequences. -1: no split. */
+static int64_t split_size(trainer *T, const char *split) {
+    return T->streams ? sp_streams_n_seqs(&T->sdata, split) : sp_scenes_data_size(&T->data, split);
+}
+
 static int read_rows(trainer *T, const char *split, const int64_t *rows, int n, sp_error *err) {
     for (int i = 0; i < n; i++) T->idx_long[i] = (long)rows[i];
     return sp_scenes_data_read(&T->data, split, T->idx_long, n, T->x, T->counts, T->boxes, err);
@@ -166,6 +178,42 @@ static void ensure_perm(trainer *T) {
 
 /* ------------------------------------------------------------------ eval */
 
+/* Speech: sequences [lo, hi) one at a time (utterances differ in length),
+ * each from zero state with one posterior sample. */
+static int evaluate_sequences(trainer *T, const char *split, int64_t lo, int64_t hi, double *num,
+                              double *den, sp_error *err) {
+    int frame = T->sdata.frame, rc = SP_OK;
+    int64_t cap = 0;
+    float *x = NULL, u0[512];
+    for (int64_t k = lo; k < hi && !rc; k++) {
+        int64_t frames = sp_streams_seq_frames(&T->sdata, split, k);
+        if (frames < 2) {
+            rc = sp_fail(err, SP_EINPUT, "%s: /%s sequence %lld has %lld frames (need 2)", T->data_path,
+                         split, (long long)k, (long long)frames);
+            break;
+        }
+        if (frames > cap) {
+            float *nx = realloc(x, (size_t)frames * (size_t)frame * sizeof *x);
+            if (!nx) {
+                rc = sp_fail(err, SP_ERUNTIME, "out of memory for a %lld-frame sequence", (long long)frames);
+                break;
+            }
+            x = nx, cap = frames;
+        }
+        int first_is_input = 0;
+        if ((rc = sp_streams_read_seq(&T->sdata, split, k, x, u0, &first_is_input, err))) break;
+        int64_t id = k;
+        sp_batch b = {.n = 1, .global_n = 1, .index = &id, .x = x, .step = 0, .reset_state = 1,
+                      .seed = (uint64_t)sp_config_int(T->cfg, "seed") ^ EVAL_SEED_MIX,
+                      .seq_len = (int)frames, .frame = frame, .u0 = first_is_input ? NULL : u0,
+                      .x_first_is_input = first_is_input};
+        sp_tape_reset(T->tape);
+        rc = T->vt->eval(T->model, T->tape, &T->params, &b, num, den, err);
+    }
+    free(x);
+    return rc;
+}
+
 /* Evaluates rows [0, n) of `split`, spread over the ranks in chunks of the
  * local batch; out[i] = sum num_i / sum den_i over all ranks. */
 static int evaluate(trainer *T, const char *split, int64_t n, double *out, sp_error *err) {
@@ -175,6 +223,8 @@ static int evaluate(trainer *T, const char *split, int64_t n, double *out, sp_er
     int64_t lo = n * T->rank / T->world, hi = n * (T->rank + 1) / T->world;
     int rc = SP_OK;
     sp_tape_set_grad(T->tape, 0);
+    if (T->streams) rc = evaluate_sequences(T, split, lo, hi, num, den, err);
+    else
     for (int64_t s = lo; s < hi && !rc; s += T->local_b) {
         int k = (int)((hi - s) < T->local_b ? (hi - s) : T->local_b);
         for (int i = 0; i < k; i++) T->idx[i] = s + i;
@@ -199,8 +249,38 @@ static int evaluate(trainer *T, const char *split, int64_t n, double *out, sp_er
 
 /* ------------------------------------------------------------------ checkpoints */
 
+/* Streams: the carried state of every stream, (streams, floats), assembled
+ * from each rank's slice (a sum-reduce of disjoint slices is exact), so the
+ * checkpoint does not depend on the world size. *out is malloc'd on rank 0. */
+static int gather_state(trainer *T, float **out, long *per_stream, sp_error *err) {
+    long F = T->vt->state_floats(T->model);
+    long total = (long)T->global_b * F;
+    double *buf = calloc((size_t)total, sizeof *buf);
+    if (!buf) return sp_fail(err, SP_ERUNTIME, "out of memory gathering stream states");
+    const float *mine = T->vt->state(T->model);
+    long off = (long)T->rank * T->local_b * F;
+    for (long i = 0; i < (long)T->local_b * F; i++) buf[off + i] = mine[i];
+    int rc = SP_OK;
+    /* In pieces: the reduction takes an int count. */
+    for (long o = 0; o < total && !rc; o += 1 << 24) {
+        long k = total - o < (1 << 24) ? total - o : (1 << 24);
+        rc = sp_dist_reduce_doubles(T->dist, buf + o, (int)k, 0, err);
+    }
+    if (!rc && T->rank == 0) {
+        *out = malloc((size_t)total * sizeof **out);
+        if (!*out) rc = sp_fail(err, SP_ERUNTIME, "out of memory gathering stream states");
+        for (long i = 0; !rc && i < total; i++) (*out)[i] = (float)buf[i];
+    }
+    free(buf);
+    *per_stream = F;
+    return rc;
+}
+
 static int save_checkpoint(trainer *T, int as_best, sp_error *err) {
     int rc = SP_OK;
+    float *state = NULL;
+    long state_f = 0;
+    if (T->streams && (rc = gather_state(T, &state, &state_f, err))) return rc;
     /* Rows up to this step must be on disk before the checkpoint that
      * claims them: a resume then reproduces an uninterrupted run's file. */
     if (T->rank == 0 && T->metrics) rc = sp_metrics_flush(T->metrics, err);
@@ -216,14 +296,24 @@ static int save_checkpoint(trainer *T, int as_best, sp_error *err) {
          * metric so far (absent until there is one). */
         int64_t adam_t = T->adam.t;
         float best = (float)T->best;
-        sp_ckpt_array st[2] = {
+        sp_ckpt_array st[3] = {
             {.name = "trainer/adam_t", .type = SP_CKPT_I64, .ndim = 1, .shape = {1}, .data = &adam_t},
             {.name = "trainer/best", .type = SP_CKPT_F32, .ndim = 1, .shape = {1}, .data = &best}};
-        int n_st = isfinite(T->best) ? 2 : 1;
+        int n_st = isfinite(T->best) ? 2 : 1; /* the best entry only once there is one */
+        if (state) {
+            sp_ckpt_array *a = &st[n_st++];
+            memset(a, 0, sizeof *a);
+            snprintf(a->name, sizeof a->name, "model/stream_state");
+            a->type = SP_CKPT_F32;
+            a->ndim = 2;
+            a->shape[0] = T->global_b, a->shape[1] = state_f;
+            a->data = state;
+        }
         rc = as_best ? sp_ckpt_save_best(T->run_dir, &T->params, &meta, st, n_st, err)
                      : sp_ckpt_save(T->run_dir, &T->params, &meta, st, n_st,
                                     (int)sp_config_int(T->cfg, "keep_ckpts"), NULL, 0, err);
     }
+    free(state);
     return agree(T, rc, err);
 }
 
@@ -290,9 +380,6 @@ static int resolve_config(trainer *T, const sp_train_opts *o, sp_ckpt_meta *resu
     if (!T->vt)
         return sp_fail(err, SP_EINPUT, "unknown model '%s' (expected one of: %s)", model,
                        sp_model_names());
-    if (T->vt->layout != SP_DATA_ROWS)
-        return sp_fail(err, SP_EINPUT, "model %s: streamed data is not supported by this trainer yet",
-                       model);
     T->cfg = config_base(T->vt, err);
     if (!T->cfg) return err->code;
     sp_config *old = NULL;
@@ -368,15 +455,17 @@ static int find_resume(trainer *T, const char *run_dir, sp_ckpt_meta *meta, int 
 static int alloc_buffers(trainer *T, sp_error *err) {
     T->row_len = 1;
     for (int i = 0; i < T->vt->row_ndim; i++) T->row_len *= T->vt->row_shape[i];
-    int mo = T->data.max_objects;
-    T->perm = malloc((size_t)T->n_train * sizeof *T->perm);
+    int mo = T->streams ? 0 : T->data.max_objects;
+    /* Streams are read in order: no shuffle. */
+    T->perm = malloc((size_t)(T->streams ? 1 : T->n_train) * sizeof *T->perm);
+    T->u0 = malloc((size_t)T->local_b * 512 * sizeof *T->u0);
     T->idx = malloc((size_t)T->local_b * sizeof *T->idx);
     T->idx_long = malloc((size_t)T->local_b * sizeof *T->idx_long);
     T->x = malloc((size_t)T->local_b * (size_t)T->row_len * sizeof *T->x);
     T->counts = malloc((size_t)T->local_b * sizeof *T->counts);
     T->boxes = malloc((size_t)T->local_b * (size_t)(mo > 0 ? mo : 1) * 4 * sizeof *T->boxes);
     T->tape = sp_tape_create((size_t)64 << 20);
-    if (!T->perm || !T->idx || !T->idx_long || !T->x || !T->counts || !T->boxes || !T->tape)
+    if (!T->perm || !T->idx || !T->idx_long || !T->x || !T->counts || !T->boxes || !T->tape || !T->u0)
         return sp_fail(err, SP_ERUNTIME, "out of memory for the step buffers (local batch %d)",
                        T->local_b);
     T->perm_epoch = -1;
@@ -395,7 +484,10 @@ static void trainer_free(trainer *T) {
     if (T->model) T->vt->destroy(T->model);
     sp_params_free(&T->params);
     sp_tape_destroy(T->tape);
-    if (T->data_open) sp_scenes_data_close(&T->data);
+    if (T->data_open && T->streams) sp_streams_close(&T->sdata);
+    else if (T->data_open) sp_scenes_data_close(&T->data);
+    free(T->u0);
+    free(T->state_all);
     sp_config_free(T->cfg);
     free(T->cfg_text);
     free(T->hostnames);
@@ -410,18 +502,33 @@ static void trainer_free(trainer *T) {
 /* Opens the data, builds the model and its parameters (rank 0's values
  * broadcast: every replica starts identical). */
 static int build(trainer *T, const char *data_path, sp_error *err) {
-    int rc = sp_scenes_data_open(&T->data, data_path, err);
+    T->streams = T->vt->layout == SP_DATA_STREAMS;
+    int rc = T->streams ? sp_streams_open(&T->sdata, data_path, err)
+                        : sp_scenes_data_open(&T->data, data_path, err);
     if (rc) return rc;
     T->data_open = 1;
     T->data_path = data_path;
-    T->n_train = sp_scenes_data_size(&T->data, "train");
-    T->steps_per_epoch = sp_steps_per_epoch(T->n_train, T->global_b);
+    if (T->streams) {
+        /* One global batch = one chunk of every stream: the file's stream
+         * count is the batch, and rank r carries streams [r*b, (r+1)*b). */
+        if (T->global_b != T->sdata.streams)
+            return sp_fail(err, SP_EINPUT, "batch_size %d does not match the %d streams of %s",
+                           T->global_b, T->sdata.streams, data_path);
+        T->steps_per_epoch = sp_streams_batches(&T->sdata, "train");
+        T->n_train = T->steps_per_epoch * T->global_b;
+    } else {
+        T->n_train = sp_scenes_data_size(&T->data, "train");
+        T->steps_per_epoch = sp_steps_per_epoch(T->n_train, T->global_b);
+    }
     if (T->steps_per_epoch < 1)
         return sp_fail(err, SP_EINPUT, "%s: %lld training rows, fewer than one batch of %d",
                        data_path, (long long)T->n_train, T->global_b);
     if ((rc = alloc_buffers(T, err))) return rc;
     sp_params_init(&T->params);
     if ((rc = T->vt->create(&T->model, T->cfg, &T->params, err))) return rc;
+    if (T->streams && (!T->vt->state_alloc || !T->vt->state || !T->vt->state_floats))
+        return sp_fail(err, SP_ERUNTIME, "model %s: streamed model without carried state", T->vt->name);
+    if (T->streams && (rc = T->vt->state_alloc(T->model, T->local_b, err))) return rc;
     if ((rc = sp_params_finalize(&T->params, err))) return rc;
     if ((rc = T->vt->init_params(T->model, &T->params, (uint64_t)sp_config_int(T->cfg, "seed"), err)))
         return rc;
@@ -453,6 +560,17 @@ static int load_resume(trainer *T, sp_error *err) {
             st[3] = a ? *(int64_t *)a->data : meta.step;
             dst[0] = meta.time_s;
             dst[1] = b ? *(float *)b->data : -INFINITY;
+            if (T->streams) {
+                const sp_ckpt_array *ss = sp_ckpt_state_find(&state, "model/stream_state");
+                long F = T->vt->state_floats(T->model);
+                if (!ss || ss->ndim != 2 || ss->shape[0] != T->global_b || ss->shape[1] != F)
+                    rc = sp_fail(err, SP_EINPUT, "%s: no stream state of %d x %ld floats", path,
+                                 T->global_b, F);
+                else if (!(T->state_all = malloc((size_t)T->global_b * (size_t)F * sizeof(float))))
+                    rc = sp_fail(err, SP_ERUNTIME, "out of memory");
+                else
+                    memcpy(T->state_all, ss->data, (size_t)T->global_b * (size_t)F * sizeof(float));
+            }
             snprintf(T->resumed_from, sizeof T->resumed_from, "%s", path);
         }
         sp_ckpt_meta_free(&meta);
@@ -463,6 +581,16 @@ static int load_resume(trainer *T, sp_error *err) {
     if ((rc = sp_dist_bcast(T->dist, dst, sizeof dst, err))) return rc;
     T->step = st[0], T->epoch = st[1], T->epoch_pos = st[2], T->adam.t = st[3];
     T->time_s = dst[0], T->best = dst[1];
+    if (T->streams) {
+        long F = T->vt->state_floats(T->model);
+        size_t bytes = (size_t)T->global_b * (size_t)F * sizeof(float);
+        if (T->rank != 0 && !(T->state_all = malloc(bytes))) rc = sp_fail(err, SP_ERUNTIME, "out of memory");
+        if ((rc = agree(T, rc, err)) || (rc = sp_dist_bcast(T->dist, T->state_all, bytes, err))) return rc;
+        memcpy(T->vt->state(T->model), T->state_all + (size_t)T->rank * (size_t)T->local_b * (size_t)F,
+               (size_t)T->local_b * (size_t)F * sizeof(float));
+        free(T->state_all);
+        T->state_all = NULL;
+    }
     return sp_dist_bcast_params(T->dist, &T->params, 1, err);
 }
 
@@ -539,15 +667,25 @@ static int train_step(trainer *T, double *terms, double *loss_out, double *gnorm
                       double *comm_s, int *applied, sp_error *err) {
     const sp_model_vtable *vt = T->vt;
     double t0 = sp_time_now();
-    ensure_perm(T);
-    sp_rank_slice(T->idx, T->perm, T->epoch_pos, T->global_b, T->rank, T->world);
-    int rc = read_rows(T, "train", T->idx, T->local_b, err);
+    int rc;
+    if (T->streams) {
+        int s0 = T->rank * T->local_b;
+        for (int i = 0; i < T->local_b; i++) T->idx[i] = s0 + i; /* stream ids */
+        rc = sp_streams_read_chunk(&T->sdata, "train", T->epoch_pos, s0, T->local_b, T->x,
+                                   T->epoch_pos == 0 ? T->u0 : NULL, err);
+    } else {
+        ensure_perm(T);
+        sp_rank_slice(T->idx, T->perm, T->epoch_pos, T->global_b, T->rank, T->world);
+        rc = read_rows(T, "train", T->idx, T->local_b, err);
+    }
     double local[SP_MAX_TERMS + 1] = {0};
     if (!rc) {
         sp_batch b = {.n = T->local_b, .global_n = T->global_b, .index = T->idx, .x = T->x,
                       .counts = T->counts, .boxes = T->boxes, .max_objects = T->data.max_objects,
                       .step = T->step, .epoch = (int)T->epoch, .reset_state = T->epoch_pos == 0,
-                      .seed = (uint64_t)sp_config_int(T->cfg, "seed")};
+                      .seed = (uint64_t)sp_config_int(T->cfg, "seed"),
+                      .seq_len = T->streams ? T->sdata.chunk : 0, .frame = T->streams ? T->sdata.frame : 0,
+                      .u0 = T->streams && T->epoch_pos == 0 ? T->u0 : NULL};
         sp_tape_reset(T->tape);
         sp_params_zero_grad(&T->params);
         sp_tensor *loss = vt->loss(T->model, T->tape, &T->params, &b, local + 1, err);
@@ -598,7 +736,7 @@ static int run_eval(trainer *T, int64_t n, int final, sp_error *err) {
     const sp_model_vtable *vt = T->vt;
     const char *split = sp_config_str(T->cfg, "eval_split");
     if (!strcmp(split, "valid")) split = "valid";
-    int64_t size = sp_scenes_data_size(&T->data, split);
+    int64_t size = split_size(T, split);
     if (size < 0) return sp_fail(err, SP_EINPUT, "%s: no '%s' split to evaluate on", T->data_path, split);
     if (n <= 0 || n > size) n = size;
     double m[SP_MAX_TERMS];
@@ -640,7 +778,7 @@ int sp_train_run(const sp_train_opts *o, sp_dist *dist, sp_error *err) {
     sp_ckpt_meta_free(&resume);
     if (!rc) rc = agree(T, build(T, o->data, err), err);
     uint64_t fp = 0;
-    if (!rc) rc = agree(T, sp_dataset_fingerprint(T->data.ds, &fp, err), err);
+    if (!rc) rc = agree(T, sp_dataset_fingerprint(data_handle(T), &fp, err), err);
     if (!rc) rc = sp_dist_check_agreement(dist, T->cfg_text, fp, err);
     if (!rc) rc = sp_dist_bcast_params(dist, &T->params, 0, err);
     if (!rc && resuming) rc = load_resume(T, err);
@@ -880,7 +1018,7 @@ int sp_eval_run(const sp_eval_opts *o, sp_dist *dist, sp_error *err) {
         return rc;
     }
     const char *split = o->split ? o->split : "test";
-    int64_t size = sp_scenes_data_size(&T->data, split);
+    int64_t size = split_size(T, split);
     double m[SP_MAX_TERMS];
     if (size <= 0) rc = sp_fail(err, SP_EINPUT, "%s: no '%s' split", data_buf, split);
     if (!rc) rc = evaluate(T, split, size, m, err);

@@ -50,8 +50,8 @@ static void sox_from_raw(const int16_t *v, long n, int ch, int rate, const char 
     CU_ASSERT_EQUAL_FATAL(fwrite(v, sizeof *v, (size_t)(n * ch), f), (size_t)(n * ch));
     fclose(f);
     snprintf(cmd, sizeof cmd,
-             "sox -D -R -t raw -r %d -e signed-integer -b 16 -c %d -L '%s' %s '%s'", rate, ch,
-             raw, args, out);
+             "sox -D -R -t raw -r %d -e signed-integer -b 16 -c %d -L '%s' %s '%s'", rate, ch, raw,
+             args, out);
     int rc = system(cmd);
     if (rc) printf("\n  command failed: %s\n", cmd);
     CU_ASSERT_EQUAL_FATAL(rc, 0);
@@ -275,8 +275,7 @@ static void test_stereo_mix(void) {
     CU_ASSERT_EQUAL_FATAL(sp_audio_load(p, 1, &x, &m, &err), SP_OK);
     CU_ASSERT_EQUAL_FATAL(m, N);
     long bad = 0;
-    for (long i = 0; i < N; i++)
-        bad += x[i] != (float)((v[2 * i] + v[2 * i + 1]) / (2 * 32768.0));
+    for (long i = 0; i < N; i++) bad += x[i] != (float)((v[2 * i] + v[2 * i + 1]) / (2 * 32768.0));
     CU_ASSERT_EQUAL(bad, 0);
     free(x);
 }

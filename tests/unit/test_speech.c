@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <omp.h>
 #include <unistd.h>
 
 #include "supair/audio.h"
@@ -115,7 +116,9 @@ static void make_timit(void) {
         sox_write(t->v, t->n, 1, 16000, i % 3 == 1 ? "-t sph -B" : "-t sph", p);
         if (i % 3 == 2) { /* the original-TIMIT form: no sample_coding line */
             char cmd[700];
-            snprintf(cmd, sizeof cmd, "LC_ALL=C sed -i '1,12s/sample_coding -s3 pcm/                     /' '%s'", p);
+            snprintf(cmd, sizeof cmd,
+                     "LC_ALL=C sed -i '1,12s/sample_coding -s3 pcm/                     /' '%s'",
+                     p);
             sh(cmd);
         }
     }
@@ -204,8 +207,7 @@ static void check_streams(sp_dataset *d, const char *split, const float *w, long
     CU_ASSERT_EQUAL(dims[0], S);
     for (long j = 0; j < S; j++) {
         CU_ASSERT_EQUAL_FATAL(sp_dataset_read_rows(d, name, &j, 1, x, 200, &err), SP_OK);
-        for (long k = 0; k < 200; k++)
-            bad += x[k] != norm(w[200 * 40 * j * nb + k], mean, std);
+        for (long k = 0; k < 200; k++) bad += x[k] != norm(w[200 * 40 * j * nb + k], mean, std);
     }
     CU_ASSERT_EQUAL(bad, 0);
     free(x);
@@ -274,11 +276,13 @@ static void test_timit_layout(void) {
     for (int i = 0; i < NTEST; i++) {
         long idx = i + 1;
         int32_t o32;
-        CU_ASSERT_EQUAL(sp_dataset_read_rows_i32(d, "/test/offsets", &idx, 1, &o32, 1, &err), SP_OK);
+        CU_ASSERT_EQUAL(sp_dataset_read_rows_i32(d, "/test/offsets", &idx, 1, &o32, 1, &err),
+                        SP_OK);
         CU_ASSERT_EQUAL(o32, off + tst[i].n / 200);
         for (long f = 0; f < tst[i].n / 200; f++) {
             long r = off + f;
-            CU_ASSERT_EQUAL_FATAL(sp_dataset_read_rows(d, "/test/frames", &r, 1, fr, 200, &err), SP_OK);
+            CU_ASSERT_EQUAL_FATAL(sp_dataset_read_rows(d, "/test/frames", &r, 1, fr, 200, &err),
+                                  SP_OK);
             for (int k = 0; k < 200; k++)
                 bad += fr[k] != norm(tst[i].v[f * 200 + k] / 32768.0f, mean, std);
         }
@@ -512,7 +516,8 @@ static void test_blizzard_layout(void) {
                  * test: every row); silence before the corpus start. */
                 if (k == 2 || b == b0[k]) {
                     long ur = k == 2 ? r : j;
-                    CU_ASSERT_EQUAL_FATAL(sp_dataset_read_rows(d, uname, &ur, 1, x, 200, &err), SP_OK);
+                    CU_ASSERT_EQUAL_FATAL(sp_dataset_read_rows(d, uname, &ur, 1, x, 200, &err),
+                                          SP_OK);
                     for (long q = 0; q < 200; q++) {
                         float raw = p0 - 200 + q >= 0 ? w[p0 - 200 + q] : 0.0f;
                         bad += x[q] != norm(raw, fm, fs);
@@ -523,6 +528,18 @@ static void test_blizzard_layout(void) {
     CU_ASSERT_EQUAL(bad, 0);
     free(x);
     sp_dataset_close(d);
+    /* One thread or several: the same bytes. */
+    char out1[320], cmd[800];
+    snprintf(out1, sizeof out1, "%s/bliz1.h5", dir);
+    sp_blizzard_opts o1 = o;
+    o1.out = out1;
+    int nth = omp_get_max_threads();
+    omp_set_num_threads(1);
+    CU_ASSERT_EQUAL(sp_blizzard_build(&o1, NULL, &err), SP_OK);
+    omp_set_num_threads(nth > 1 ? nth : 2);
+    snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", out, out1);
+    CU_ASSERT_EQUAL(system(cmd), 0);
+    omp_set_num_threads(nth);
     /* Explicit split rows: must be multiples of the streams. */
     unlink(out);
     o.train_rows = 2 * S;
