@@ -37,6 +37,7 @@ typedef struct sp_batch {
     int max_objects;
     int64_t step;        /* global step (0-based) this batch trains */
     int epoch;
+    double epoch_float;  /* epoch + fraction done (schedules such as KL warm-up) */
     int reset_state;     /* streams: start from zero state (epoch start, eval) */
     uint64_t seed;
     /* Sequences (SRNN). x holds (n, seq_len, frame) values. */

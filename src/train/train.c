@@ -683,6 +683,7 @@ static int train_step(trainer *T, double *terms, double *loss_out, double *gnorm
         sp_batch b = {.n = T->local_b, .global_n = T->global_b, .index = T->idx, .x = T->x,
                       .counts = T->counts, .boxes = T->boxes, .max_objects = T->data.max_objects,
                       .step = T->step, .epoch = (int)T->epoch, .reset_state = T->epoch_pos == 0,
+                      .epoch_float = T->epoch + (double)T->epoch_pos / (double)T->steps_per_epoch,
                       .seed = (uint64_t)sp_config_int(T->cfg, "seed"),
                       .seq_len = T->streams ? T->sdata.chunk : 0, .frame = T->streams ? T->sdata.frame : 0,
                       .u0 = T->streams && T->epoch_pos == 0 ? T->u0 : NULL};
