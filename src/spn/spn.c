@@ -404,24 +404,24 @@ static void transpose(const float *restrict in, long ldi, float *restrict out, l
         }
 }
 
-/* Gather mode: the chunk's features pixel-major, PT (3D, nb) = planes
- * [w | w x | w x^2], each (D, nb). A region's GEMM operand is then a copy of
- * whole rows (build_ft), where example-major data would need a gather per
- * element. Also leaves x and m transposed in xT, mT (D, nb). */
-static void leaf_planes_t(float *PT, float *xT, float *mT, const float *x, const float *m, long n0,
-                          int nb, int D) {
+/* Gather mode: x and m of the chunk pixel-major, xT and mT (D, nb), so a
+ * region's GEMM operand is built from whole rows (build_ft) where
+ * example-major data would need a gather per element. */
+static void transpose_chunk(float *xT, float *mT, const float *x, const float *m, long n0, int nb,
+                            int D) {
     transpose(x + n0 * D, D, xT, nb, nb, D, 0);
     if (m) transpose(m + n0 * D, D, mT, nb, nb, D, 0);
-    long nd = (long)nb * D;
-    features_vec(PT, PT + nd, PT + 2 * nd, xT, m ? mT : NULL, nd);
 }
 
-/* FT (3 len, nb) = the rows of region pixels idx[0..len) of each plane. */
-static void build_ft(float *FT, const float *PT, const int *idx, int len, int D, int nb) {
-    for (int plane = 0; plane < 3; plane++)
-        for (int i = 0; i < len; i++)
-            memcpy(FT + ((long)plane * len + i) * nb, PT + ((long)plane * D + idx[i]) * nb,
-                   (size_t)nb * sizeof(float));
+/* FT (3 len, nb) = region pixels idx[0..len) as rows of the planes
+ * [w | w x | w x^2] (the region's GEMM operand, transposed). */
+static void build_ft(float *FT, const float *xT, const float *mT, const int *idx, int len,
+                     int nb) {
+    for (int i = 0; i < len; i++) {
+        long q = (long)idx[i] * nb;
+        features_vec(FT + (long)i * nb, FT + (long)(len + i) * nb, FT + (long)(2 * len + i) * nb,
+                     xT + q, mT ? mT + q : NULL, nb);
+    }
 }
 
 /* The transpose of build_ft, accumulating: gPT rows += GT rows. Pixels are
@@ -524,8 +524,9 @@ typedef struct spn_ctx {
 /* Per-thread scratch carved from one block. */
 typedef struct spn_scratch {
     float *E, *gE, *ea, *eb, *ta, *tb, *ma, *mb, *ca, *cb, *cr, *gz, *gV[SP_SPN_MAX_DEPTH];
-    /* Leaf features and their gradients: (nb, 3D) example-major in dense
-     * mode, (3D, nb) pixel-major in gather mode. */
+    /* Dense mode: leaf features and their gradients, (nb, 3D) example-major.
+     * Gather mode: gfp holds the feature gradients pixel-major (3D, nb), fp
+     * the gradients wrt x and m pixel-major (2D, nb). */
     float *fp, *gfp;
     float *FT;     /* (3 maxlen, nb) one region's operand (gather mode) */
     float *xT, *mT; /* (D, nb) x and m transposed (gather mode) */
@@ -540,7 +541,7 @@ static long carve(const sp_spn *s, float *base, spn_scratch *sc) {
         if (base) (ptr) = base + o;                    \
         o += align16((long)(n));                       \
     } while (0)
-    TAKE(sc->fp, 3L * nb * s->D);
+    TAKE(sc->fp, (s->dense ? 3L : 2L) * nb * s->D);
     TAKE(sc->gfp, 3L * nb * s->D);
     if (!s->dense) {
         TAKE(sc->FT, (long)nb * 3 * s->maxlen);
@@ -614,13 +615,14 @@ static void forward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch *
                     1.0f, sc->fp, (int)D3, c->der, (int)vstride(s, 0), 0.0f,
                     c->V[0] + n0 * vstride(s, 0), (int)vstride(s, 0));
     } else {
-        leaf_planes_t(sc->fp, sc->xT, sc->mT, c->x, c->m, n0, nb, s->D);
+        transpose_chunk(sc->xT, sc->mT, c->x, c->m, n0, nb, s->D);
     }
     for (int r = 0; r < R; r++) {
         const long vs0 = vstride(s, 0);
         for (int j = 0; j < s->G0 && !s->dense; j++) {
             int len = s->off[j + 1] - s->off[j];
-            build_ft(sc->FT, sc->fp, s->perm + (long)r * s->D + s->off[j], len, s->D, nb);
+            build_ft(sc->FT, sc->xT, c->m ? sc->mT : NULL, s->perm + (long)r * s->D + s->off[j],
+                     len, nb);
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nb, K, 3 * len, 1.0f, sc->FT, nb,
                         c->der + theta_off(s, r, j), K, 0.0f,
                         c->V[0] + n0 * vs0 + ((long)r * s->G0 + j) * K, (int)vs0);
@@ -695,7 +697,7 @@ static void backward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch 
     if (s->dense)
         leaf_features(sc->fp, c->x, c->m, n0, nb, s->D);
     else
-        leaf_planes_t(sc->fp, sc->xT, sc->mT, c->x, c->m, n0, nb, s->D);
+        transpose_chunk(sc->xT, sc->mT, c->x, c->m, n0, nb, s->D);
     if (need_in) memset(sc->gfp, 0, (size_t)nb * D3 * sizeof(float));
     for (int r = 0; r < R; r++) {
         /* Root -> top product of repetition r. */
@@ -781,7 +783,7 @@ static void backward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch 
             const int *idx = s->perm + (long)r * s->D + s->off[j];
             const float *gL = sc->gV[0] + ((long)r * s->G0 + j) * K;
             const long to = theta_off(s, r, j);
-            build_ft(sc->FT, sc->fp, idx, len, s->D, nb);
+            build_ft(sc->FT, sc->xT, c->m ? sc->mT : NULL, idx, len, nb);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 3 * len, K, nb, 1.0f, sc->FT,
                         nb, gL, (int)vs0, 1.0f, part + to, K);
             if (!need_in) continue;

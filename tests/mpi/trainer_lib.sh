@@ -11,7 +11,7 @@ PY=/usr/bin/python3   # Debian's python: h5py and numpy are Debian packages
 H5TOOL="$PY tests/mpi/h5tool.py"
 "$BIN/supair_data" scenes --out "$WORK/scenes.h5" --train 1024 --test 128 --seed 11 >/dev/null 2>&1
 # Global batch 16 divides by 1, 2 and 4 ranks; evaluation small and rare.
-FAST=(--set batch_size=16 --set eval_every=0 --set eval_n=64 --set log_every=5 --set checksum_every=5)
+FAST=(--set batch_size=16 --set eval_every=0 --set eval_n=64 --set log_every=5 --set checksum_every=5 --set metrics_flush_every=2)
 run() { # run NP ARGS...: mpirun with NP ranks
   local np=$1; shift
   mpirun --oversubscribe -np "$np" "$BIN/supair_dist" "$@"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# SIGUSR1 mid-run: every rank stops at the same step boundary, a valid
+# A reader sees metrics.h5 grow while the run trains. SIGUSR1 mid-run: every rank stops at the same step boundary, a valid
 # checkpoint is written at that step, the exit status is 3, and resuming
 # finishes the planned steps.
 source tests/mpi/trainer_lib.sh
@@ -13,6 +13,15 @@ for _ in $(seq 1 300); do
   [ "$(grep -c ' step ' "$WORK/out.txt" 2>/dev/null)" -ge 2 ] && break
   sleep 0.2
 done
+# A separate reader process sees metrics.h5 grow while training runs (SWMR).
+rows1=$($H5TOOL rows "$WORK/r/metrics.h5" train)
+for _ in $(seq 1 100); do
+  rows2=$($H5TOOL rows "$WORK/r/metrics.h5" train)
+  [ "$rows2" -gt "$rows1" ] && break
+  sleep 0.3
+done
+echo "metrics.h5 rows seen by a reader while training: $rows1 -> $rows2"
+[ "$rows2" -gt "$rows1" ] || { echo "metrics.h5 did not grow for a reader"; kill -9 "$pid"; exit 1; }
 kill -USR1 "$pid"
 wait "$pid"; rc=$?
 set -e
