@@ -66,13 +66,13 @@ typedef struct gemm_ctx {
 
 static void run_gemm(void *vctx) {
     gemm_ctx *g = vctx;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->m, g->n, g->k, 1.0f, g->a, g->k,
-                g->b, g->n, 0.0f, g->c, g->n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->m, g->n, g->k, 1.0f, g->a, g->k, g->b,
+                g->n, 0.0f, g->c, g->n);
 }
 
 static double gemm_gflops(int m, int n, int k) {
-    gemm_ctx g = {m, n, k, malloc((size_t)m * k * 4), malloc((size_t)k * n * 4),
-                  malloc((size_t)m * n * 4)};
+    gemm_ctx g = {
+        m, n, k, malloc((size_t)m * k * 4), malloc((size_t)k * n * 4), malloc((size_t)m * n * 4)};
     sp_rng_fill_uniform(g.a, (long)m * k, -1, 1, 1, 0, 0, 0);
     sp_rng_fill_uniform(g.b, (long)k * n, -1, 1, 2, 0, 0, 0);
     double sec = median_time(run_gemm, &g, NULL);
@@ -163,8 +163,8 @@ int main(int argc, char **argv) {
            "below the core count); GF/s = useful GEMM flops per wall second; cpu ms = CPU\n"
            "time of all threads per call\n",
            sp_blas_corename(), load[0]);
-    printf("%-4s %7s %-5s %8s %8s %8s %9s %9s %8s\n", "spn", "threads", "N", "fwd ms",
-           "fwd GF/s", "f+b ms", "f+b cpu", "f+b GF/s", "steps/s");
+    printf("%-4s %7s %-5s %8s %8s %8s %9s %9s %8s\n", "spn", "threads", "N", "fwd ms", "fwd GF/s",
+           "f+b ms", "f+b cpu", "f+b GF/s", "steps/s");
     double gemm_sq[2], gemm_leaf[2];
     for (int ti = 0; ti < 2; ti++) {
         int threads = ti + 1;

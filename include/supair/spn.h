@@ -52,11 +52,11 @@
 #define SP_SPN_MAX_DEPTH 12
 
 typedef struct sp_spn_config {
-    int n_vars;      /* D */
-    int depth;       /* d >= 1, 2^d <= D */
-    int repetitions; /* R */
-    int n_leaf;      /* K Gaussians per leaf region */
-    int n_sum;       /* S sums per inner sum region (unused when depth == 1) */
+    int n_vars;             /* D */
+    int depth;              /* d >= 1, 2^d <= D */
+    int repetitions;        /* R */
+    int n_leaf;             /* K Gaussians per leaf region */
+    int n_sum;              /* S sums per inner sum region (unused when depth == 1) */
     float var_min, var_max; /* 0 < var_min <= var_max */
     uint64_t structure_seed;
 } sp_spn_config;

@@ -4,10 +4,12 @@
 #include <string.h>
 
 #include "supair/model.h"
+#include "supair/srnn.h"
 #include "supair/supair.h"
 
 static const sp_model_vtable *const models[] = {
     &sp_supair_model,
+    &sp_srnn_model,
 };
 
 const sp_model_vtable *sp_model_find(const char *name) {

@@ -31,7 +31,6 @@
 /* RNG sites (rng.h convention: streams = (step, global example, site)). */
 #define SITE_Z_TRAIN 0x53524e01u
 #define SITE_Z_EVAL 0x53524e02u
-#define SITE_INIT 0x53524e03u
 
 static const sp_cfg_key srnn_keys[] = {
     {"srnn.d", SP_CFG_INT, "1024", "units of the deterministic GRU d_t (Blizzard: 2048)", 1, 65536,
@@ -230,7 +229,7 @@ static void glorot_cols(float *w, int rows, int cols, int c0, int nc, int fan_in
                         int normal, uint64_t seed, uint32_t stream) {
     for (int r = 0; r < rows; r++)
         glorot_fill(w + (size_t)r * cols + c0, nc, fan_in, fan_out, normal, seed, stream,
-                    (uint32_t)(c0 / (nc ? nc : 1)) * 0x10000u + (uint32_t)r);
+                    ((uint32_t)c0 << 20) ^ (uint32_t)r);
 }
 
 static int srnn_init_params(void *mv, sp_params *p, uint64_t seed, sp_error *err) {
@@ -266,7 +265,6 @@ static int srnn_init_params(void *mv, sp_params *p, uint64_t seed, sp_error *err
     const float r = m->init_last;
     sp_init_uniform(sp_params_val(p, m->w2), 4L * M * Z, -r, r, seed, (uint32_t)m->w2);
     sp_init_uniform(sp_params_val(p, m->oow), (long)M * 2 * F, -r, r, seed, (uint32_t)m->oow);
-    (void)SITE_INIT;
     return SP_OK;
 }
 
@@ -309,7 +307,7 @@ static sp_tensor *time_view(sp_tape *t, sp_tensor *x, int row0, int T) {
 
 static int forward(srnn *m, sp_tape *t, const sp_params *p, const chunk_in *c, fwd *o,
                    sp_error *err) {
-    const int B = c->B, T = c->T, D = m->D, Z = m->Z, M = m->M, F = m->F;
+    const int B = c->B, T = c->T, D = m->D, Z = m->Z, F = m->F;
     memset(o, 0, sizeof *o);
     o->T = T;
     // U (T+1, B, F) = [u_1, x_1 .. x_T] time-major; U[1..T] are also the targets

@@ -1,19 +1,27 @@
 /* RAT-SPN structure, parameters and the coarse log-likelihood op (spn.h).
  *
  * One sp_spn_logp call is one tape node. Forward and backward run per fixed
- * chunk of NB examples inside an OpenMP team (static partition of chunks);
+ * chunk of nb examples inside an OpenMP team (static partition of chunks);
  * every matrix product is a single-threaded sgemm on a chunk:
- *   leaves:  L (nb, K) = F (nb, 3n) x Theta (3n, K), where F gathers the
- *            region's pixels as [w, w x, w x^2] and Theta = [A; B; C] holds
+ *   leaves:  L (nb, K) = F (nb, 3n) x Theta (3n, K), F = the region's pixels
+ *            as [w | w x | w x^2] and Theta = [A; B; C] with
  *            A = -log(2 pi v)/2 - mu^2/(2v), B = mu/v, C = -1/(2v);
  *   sums:    Z (nb, S) = (exp(a - max a) (x) exp(b - max b)) x softmax(W)^T,
  *            value = max a + max b + log Z;
  *   root:    per repetition z_r = ea . (Wr eb), then a log-sum-exp over r.
+ * The leaf layer (most of the flops) has two layouts:
+ *   gather mode (many regions, the object SPN): the chunk's x and m are
+ *     transposed once to pixel-major (D, nb); a region's operand F^T
+ *     (3n, nb) is then built from whole rows, and its input gradients come
+ *     back as whole rows, where example-major data would need a gather (or
+ *     scatter) per element;
+ *   dense mode (2 regions per repetition, the background SPN): one GEMM per
+ *     chunk against a Theta that is zero outside each pixel's region.
  * Backward recomputes the cheap exponentials instead of storing the (nb, C)
  * outer products; it keeps only the level values, Z and the root terms.
  * Parameter gradients are accumulated per thread in the "derived" layout
  * (dTheta, dsoftmax(W)) and turned into gradients of mu, the variance
- * parameter and the logits once, after an ordered reduction. */
+ * parameter and the logits once, after a reduction in thread order. */
 #include "supair/spn.h"
 
 #include <cblas.h>
@@ -42,17 +50,17 @@
 struct sp_spn {
     sp_spn_config cfg;
     int D, d, R, K, S, G0;
-    int *perm;      /* (R, D) variable at each position */
-    int *region_of; /* (R, D) leaf region of each variable */
-    int *off;       /* (G0 + 1) region starts */
-    int maxlen;     /* largest leaf region */
+    int *perm;                    /* (R, D) variable at each position */
+    int *region_of;               /* (R, D) leaf region of each variable */
+    int *off;                     /* (G0 + 1) region starts */
+    int maxlen;                   /* largest leaf region */
     int width[SP_SPN_MAX_DEPTH];  /* values per region at level l */
     int groups[SP_SPN_MAX_DEPTH]; /* regions per repetition at level l */
     int ctop;                     /* width[d-1]^2 top products per repetition */
     int cmax;                     /* largest product region */
-    /* "derived" layout: Theta (R, D, 3, K) by region, normalised sum weights
-     * per level, normalised root weights. Also the layout of the partial
-     * gradients. */
+    /* "derived" layout: Theta (per region (3, n_j, K) in gather mode, (3D,
+     * R*G0*K) in dense mode), normalised sum weights per level, normalised
+     * root weights. Also the layout of the partial gradients. */
     long dw_off[SP_SPN_MAX_DEPTH], droot_off, n_derived;
     int nb; /* examples per chunk */
     /* Dense leaf mode (few leaf regions, e.g. the background SPN): one GEMM
@@ -68,14 +76,24 @@ struct sp_spn {
 /* ---------------------------------------------------------------- config */
 
 sp_spn_config sp_spn_config_object(uint64_t structure_seed) {
-    return (sp_spn_config){.n_vars = 784, .depth = 2, .repetitions = 6, .n_leaf = 20,
-                           .n_sum = 20, .var_min = 0.12f, .var_max = 0.35f,
+    return (sp_spn_config){.n_vars = 784,
+                           .depth = 2,
+                           .repetitions = 6,
+                           .n_leaf = 20,
+                           .n_sum = 20,
+                           .var_min = 0.12f,
+                           .var_max = 0.35f,
                            .structure_seed = structure_seed};
 }
 
 sp_spn_config sp_spn_config_background(uint64_t structure_seed) {
-    return (sp_spn_config){.n_vars = 2500, .depth = 1, .repetitions = 3, .n_leaf = 6,
-                           .n_sum = 6, .var_min = 0.002f, .var_max = 0.12f,
+    return (sp_spn_config){.n_vars = 2500,
+                           .depth = 1,
+                           .repetitions = 3,
+                           .n_leaf = 6,
+                           .n_sum = 6,
+                           .var_min = 0.002f,
+                           .var_max = 0.12f,
                            .structure_seed = structure_seed};
 }
 
@@ -84,11 +102,10 @@ static int check_config(const sp_spn_config *c, sp_error *err) {
         return sp_fail(err, SP_EINPUT, "spn: depth %d out of range 1..%d", c->depth,
                        SP_SPN_MAX_DEPTH);
     if (c->n_vars < (1 << c->depth) || c->n_vars > (1 << 24))
-        return sp_fail(err, SP_EINPUT, "spn: n_vars %d must be in 2^depth (%d) .. 2^24",
-                       c->n_vars, 1 << c->depth);
+        return sp_fail(err, SP_EINPUT, "spn: n_vars %d must be in 2^depth (%d) .. 2^24", c->n_vars,
+                       1 << c->depth);
     if (c->repetitions < 1 || c->repetitions > 4096)
-        return sp_fail(err, SP_EINPUT, "spn: repetitions %d out of range 1..4096",
-                       c->repetitions);
+        return sp_fail(err, SP_EINPUT, "spn: repetitions %d out of range 1..4096", c->repetitions);
     if (c->n_leaf < 1 || c->n_leaf > 256)
         return sp_fail(err, SP_EINPUT, "spn: n_leaf %d out of range 1..256", c->n_leaf);
     if (c->depth > 1 && (c->n_sum < 1 || c->n_sum > 256))
@@ -128,7 +145,7 @@ int sp_spn_create(sp_spn **out, const sp_spn_config *cfg, sp_error *err) {
     s->perm = malloc((size_t)s->R * s->D * sizeof(int));
     s->region_of = malloc((size_t)s->R * s->D * sizeof(int));
     s->off = malloc((size_t)(s->G0 + 1) * sizeof(int));
-    if (!s->perm || !s->region_of || !s->off ) {
+    if (!s->perm || !s->region_of || !s->off) {
         sp_spn_free(s);
         return sp_fail(err, SP_ERUNTIME, "spn: out of memory");
     }
@@ -153,7 +170,8 @@ int sp_spn_create(sp_spn **out, const sp_spn_config *cfg, sp_error *err) {
             pr[j] = tmp;
         }
         for (int j = 0; j < s->G0; j++)
-            for (int i = s->off[j]; i < s->off[j + 1]; i++) s->region_of[(long)r * s->D + pr[i]] = j;
+            for (int i = s->off[j]; i < s->off[j + 1]; i++)
+                s->region_of[(long)r * s->D + pr[i]] = j;
     }
 
     s->width[0] = s->K;
@@ -364,7 +382,9 @@ static void features_vec(float *restrict w, float *restrict wx, float *restrict 
     const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
     for (; i + 8 <= n; i += 8) {
         __m256 xv = _mm256_loadu_ps(x + i), wv = one;
-        if (m) wv = _mm256_sub_ps(one, _mm256_min_ps(_mm256_max_ps(_mm256_loadu_ps(m + i), zero), one));
+        if (m)
+            wv =
+                _mm256_sub_ps(one, _mm256_min_ps(_mm256_max_ps(_mm256_loadu_ps(m + i), zero), one));
         __m256 t = _mm256_mul_ps(wv, xv);
         _mm256_storeu_ps(w + i, wv);
         _mm256_storeu_ps(wx + i, t);
@@ -415,24 +435,12 @@ static void transpose_chunk(float *xT, float *mT, const float *x, const float *m
 
 /* FT (3 len, nb) = region pixels idx[0..len) as rows of the planes
  * [w | w x | w x^2] (the region's GEMM operand, transposed). */
-static void build_ft(float *FT, const float *xT, const float *mT, const int *idx, int len,
-                     int nb) {
+static void build_ft(float *FT, const float *xT, const float *mT, const int *idx, int len, int nb) {
     for (int i = 0; i < len; i++) {
         long q = (long)idx[i] * nb;
         features_vec(FT + (long)i * nb, FT + (long)(len + i) * nb, FT + (long)(2 * len + i) * nb,
                      xT + q, mT ? mT + q : NULL, nb);
     }
-}
-
-/* The transpose of build_ft, accumulating: gPT rows += GT rows. Pixels are
- * distinct within a region, so rows never collide. */
-static void scatter_rows(float *gPT, const float *GT, const int *idx, int len, int D, int nb) {
-    for (int plane = 0; plane < 3; plane++)
-        for (int i = 0; i < len; i++) {
-            float *restrict o = gPT + ((long)plane * D + idx[i]) * nb;
-            const float *restrict g = GT + ((long)plane * len + i) * nb;
-            for (int n = 0; n < nb; n++) o[n] += g[n];
-        }
 }
 
 /* v[i] = exp(v[i]) for v[i] in [-EXP_CUT, 0], 0 below: the shifted
@@ -452,8 +460,8 @@ static void exp_shifted(float *v, long n) {
         __m256 x0 = _mm256_loadu_ps(v + i);
         __m256 keep = _mm256_cmp_ps(x0, cut, _CMP_GE_OQ);
         __m256 x = _mm256_max_ps(x0, cut);
-        __m256 fn = _mm256_round_ps(_mm256_mul_ps(x, log2e),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m256 fn =
+            _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         __m256 r = _mm256_fnmadd_ps(fn, ln2_hi, x);
         r = _mm256_fnmadd_ps(fn, ln2_lo, r);
         __m256 p = _mm256_fmadd_ps(c0, r, c1);
@@ -462,7 +470,8 @@ static void exp_shifted(float *v, long n) {
         p = _mm256_fmadd_ps(p, r, c4);
         p = _mm256_fmadd_ps(p, r, c5);
         p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, one));
-        __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fn), _mm256_set1_epi32(127)), 23);
+        __m256i e =
+            _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fn), _mm256_set1_epi32(127)), 23);
         __m256 y = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
         y = _mm256_and_ps(y, keep);
         /* NaN stays NaN, so a broken input shows up in the loss. */
@@ -511,24 +520,23 @@ typedef struct spn_ctx {
     float *gx, *gm;     /* may be NULL */
     sp_tensor *out;
     int N, T;
-    float *der;                     /* derived parameters */
-    float *V[SP_SPN_MAX_DEPTH];     /* (N, R, groups[l], width[l]) values */
-    float *Z[SP_SPN_MAX_DEPTH];     /* (N, R, groups[l], S) linear sums, l >= 1 */
-    float *mr, *zr;                 /* (N, R) root terms: shift and linear value */
-    float *rootM, *rootT;           /* (N) max shift and sum of the root */
-    float *scratch;                 /* T x scratch_floats */
+    float *der;                 /* derived parameters */
+    float *V[SP_SPN_MAX_DEPTH]; /* (N, R, groups[l], width[l]) values */
+    float *Z[SP_SPN_MAX_DEPTH]; /* (N, R, groups[l], S) linear sums, l >= 1 */
+    float *mr, *zr;             /* (N, R) root terms: shift and linear value */
+    float *rootM, *rootT;       /* (N) max shift and sum of the root */
+    float *scratch;             /* T x scratch_floats */
     long scratch_floats;
-    float *partial;                 /* T x n_derived gradient partials */
+    float *partial; /* T x n_derived gradient partials */
 } spn_ctx;
 
 /* Per-thread scratch carved from one block. */
 typedef struct spn_scratch {
     float *E, *gE, *ea, *eb, *ta, *tb, *ma, *mb, *ca, *cb, *cr, *gz, *gV[SP_SPN_MAX_DEPTH];
     /* Dense mode: leaf features and their gradients, (nb, 3D) example-major.
-     * Gather mode: gfp holds the feature gradients pixel-major (3D, nb), fp
-     * the gradients wrt x and m pixel-major (2D, nb). */
+     * Gather mode: fp holds the gradients wrt x and m pixel-major (2D, nb). */
     float *fp, *gfp;
-    float *FT;     /* (3 maxlen, nb) one region's operand (gather mode) */
+    float *FT;      /* (3 maxlen, nb) one region's operand (gather mode) */
     float *xT, *mT; /* (D, nb) x and m transposed (gather mode) */
 } spn_scratch;
 
@@ -536,13 +544,13 @@ static long carve(const sp_spn *s, float *base, spn_scratch *sc) {
     long o = 0;
     const int nb = s->nb;
     int wmax = s->K > s->S ? s->K : s->S;
-#define TAKE(ptr, n)                                   \
-    do {                                               \
-        if (base) (ptr) = base + o;                    \
-        o += align16((long)(n));                       \
+#define TAKE(ptr, n)                                                                               \
+    do {                                                                                           \
+        if (base) (ptr) = base + o;                                                                \
+        o += align16((long)(n));                                                                   \
     } while (0)
     TAKE(sc->fp, (s->dense ? 3L : 2L) * nb * s->D);
-    TAKE(sc->gfp, 3L * nb * s->D);
+    if (s->dense) TAKE(sc->gfp, 3L * nb * s->D);
     if (!s->dense) {
         TAKE(sc->FT, (long)nb * 3 * s->maxlen);
         TAKE(sc->xT, (long)nb * s->D);
@@ -569,24 +577,23 @@ static inline long vstride(const sp_spn *s, int l) {
     return (long)s->R * s->groups[l] * s->width[l];
 }
 
-/* One row's feature gradients gf = [gw | gwx | gwx2] (3D) -> x and m:
- * d/dx = w (gwx + 2 x gwx2); d/dw = gw + x gwx + x^2 gwx2, and dw/dm = -1
- * where 0 <= m <= 1 (clip passes no gradient outside). gx or gm may be NULL;
- * m NULL means w = 1. */
-static void input_grads(float *gx, float *gm, const float *x, const float *m, const float *gf,
-                        long D) {
-    const float *g0 = gf, *g1 = gf + D, *g2 = gf + 2 * D;
+/* Feature gradients (g0, g1, g2) = d/d(w, w x, w x^2) of n values -> x and
+ * m: d/dx = w (g1 + 2 x g2); d/dw = g0 + x g1 + x^2 g2, and dw/dm = -1 where
+ * 0 <= m <= 1 (clip passes no gradient outside). Adds into gx and gm (either
+ * may be NULL); m NULL means w = 1. */
+static void input_grads(float *gx, float *gm, const float *x, const float *m, const float *g0,
+                        const float *g1, const float *g2, long D) {
     long i = 0;
 #if defined(__AVX2__)
-    const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f),
-                 two = _mm256_set1_ps(2.0f);
+    const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f), two = _mm256_set1_ps(2.0f);
     for (; i + 8 <= D; i += 8) {
         __m256 xv = _mm256_loadu_ps(x + i), a1 = _mm256_loadu_ps(g1 + i),
                a2 = _mm256_loadu_ps(g2 + i);
         __m256 mv = m ? _mm256_loadu_ps(m + i) : zero;
         if (gx) {
             __m256 w = _mm256_sub_ps(one, _mm256_min_ps(_mm256_max_ps(mv, zero), one));
-            __m256 d = _mm256_mul_ps(w, _mm256_add_ps(a1, _mm256_mul_ps(_mm256_mul_ps(two, xv), a2)));
+            __m256 d =
+                _mm256_mul_ps(w, _mm256_add_ps(a1, _mm256_mul_ps(_mm256_mul_ps(two, xv), a2)));
             _mm256_storeu_ps(gx + i, _mm256_add_ps(_mm256_loadu_ps(gx + i), d));
         }
         if (gm) {
@@ -594,7 +601,8 @@ static void input_grads(float *gx, float *gm, const float *x, const float *m, co
                                           _mm256_cmp_ps(mv, one, _CMP_LE_OQ));
             __m256 dw = _mm256_add_ps(_mm256_loadu_ps(g0 + i),
                                       _mm256_mul_ps(xv, _mm256_add_ps(a1, _mm256_mul_ps(xv, a2))));
-            _mm256_storeu_ps(gm + i, _mm256_sub_ps(_mm256_loadu_ps(gm + i), _mm256_and_ps(inside, dw)));
+            _mm256_storeu_ps(gm + i,
+                             _mm256_sub_ps(_mm256_loadu_ps(gm + i), _mm256_and_ps(inside, dw)));
         }
     }
 #endif
@@ -685,20 +693,19 @@ static void forward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch *
     }
 }
 
-static void backward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch *sc,
-                           float *part) {
+static void backward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch *sc, float *part) {
     const sp_spn *s = c->s;
     const int K = s->K, S = s->S, R = s->R, d = s->d;
     const float *g = c->out->grad + n0;
     const int need_in = c->gx || c->gm;
     const long D3 = 3L * s->D;
-    for (int l = 0; l < d; l++)
-        memset(sc->gV[l], 0, (size_t)nb * vstride(s, l) * sizeof(float));
+    for (int l = 0; l < d; l++) memset(sc->gV[l], 0, (size_t)nb * vstride(s, l) * sizeof(float));
     if (s->dense)
         leaf_features(sc->fp, c->x, c->m, n0, nb, s->D);
     else
         transpose_chunk(sc->xT, sc->mT, c->x, c->m, n0, nb, s->D);
-    if (need_in) memset(sc->gfp, 0, (size_t)nb * D3 * sizeof(float));
+    if (need_in && s->dense) memset(sc->gfp, 0, (size_t)nb * D3 * sizeof(float));
+    if (need_in && !s->dense) memset(sc->fp, 0, (size_t)2 * nb * s->D * sizeof(float));
     for (int r = 0; r < R; r++) {
         /* Root -> top product of repetition r. */
         {
@@ -752,8 +759,9 @@ static void backward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch 
                 child_exp(a + w, vsi, nb, w, sc->eb, sc->mb, sc->cb);
                 outer(sc->E, sc->ea, sc->eb, nb, w);
                 const float *W = c->der + s->dw_off[l] + go * C;
+                memset(sc->gE, 0, (size_t)nb * C * sizeof(float));
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, C, S, 1.0f, sc->gz, S, W,
-                            C, 0.0f, sc->gE, C);
+                            C, 1.0f, sc->gE, C);
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, C, nb, 1.0f, sc->gz, S,
                             sc->E, C, 1.0f, part + s->dw_off[l] + go * C, C);
                 /* d value / d child = E * gE, summed over the other child. */
@@ -784,14 +792,24 @@ static void backward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch 
             const float *gL = sc->gV[0] + ((long)r * s->G0 + j) * K;
             const long to = theta_off(s, r, j);
             build_ft(sc->FT, sc->xT, c->m ? sc->mT : NULL, idx, len, nb);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 3 * len, K, nb, 1.0f, sc->FT,
-                        nb, gL, (int)vs0, 1.0f, part + to, K);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 3 * len, K, nb, 1.0f, sc->FT, nb,
+                        gL, (int)vs0, 1.0f, part + to, K);
             if (!need_in) continue;
             /* Gradients of region j's (w, w x, w x^2), (3 len, nb), into FT
-             * (free again), then added to their pixels' rows. */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 3 * len, nb, K, 1.0f,
-                        c->der + to, K, gL, (int)vs0, 0.0f, sc->FT, nb);
-            scatter_rows(sc->gfp, sc->FT, idx, len, s->D, nb);
+             * (free again; zeroed here because OpenBLAS's beta = 0 pass is
+             * slower than memset), then turned into the rows of its pixels'
+             * x and m gradients. */
+            memset(sc->FT, 0, (size_t)3 * len * nb * sizeof(float));
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 3 * len, nb, K, 1.0f, c->der + to,
+                        K, gL, (int)vs0, 1.0f, sc->FT, nb);
+            float *gxT = sc->fp, *gmT = sc->fp + (long)nb * s->D;
+            for (int i = 0; i < len; i++) {
+                long q = (long)idx[i] * nb;
+                const float *g0 = sc->FT + (long)i * nb;
+                input_grads(c->gx ? gxT + q : NULL, c->gm ? gmT + q : NULL, sc->xT + q,
+                            c->m ? sc->mT + q : NULL, g0, g0 + (long)len * nb, g0 + 2L * len * nb,
+                            nb);
+            }
         }
     }
     if (s->dense) {
@@ -799,24 +817,22 @@ static void backward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch 
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)D3, cols, nb, 1.0f, sc->fp,
                     (int)D3, sc->gV[0], cols, 1.0f, part, cols);
         if (need_in)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, (int)D3, cols, 1.0f,
-                        sc->gV[0], cols, c->der, cols, 0.0f, sc->gfp, (int)D3);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, (int)D3, cols, 1.0f, sc->gV[0],
+                        cols, c->der, cols, 0.0f, sc->gfp, (int)D3);
     }
     if (!need_in) return;
     if (s->dense) {
         for (int n = 0; n < nb; n++) {
             long row = (n0 + n) * s->D;
+            const float *gf = sc->gfp + n * D3;
             input_grads(c->gx ? c->gx + row : NULL, c->gm ? c->gm + row : NULL, c->x + row,
-                        c->m ? c->m + row : NULL, sc->gfp + n * D3, s->D);
+                        c->m ? c->m + row : NULL, gf, gf + s->D, gf + 2 * s->D, s->D);
         }
         return;
     }
-    /* Pixel-major: the gradients wrt x and m as (D, nb) blocks in fp (free
-     * now), then transposed into the rows of x->grad and marg->grad. */
-    const long nd = (long)nb * s->D;
-    float *gxT = sc->fp, *gmT = sc->fp + nd;
-    memset(sc->fp, 0, (size_t)2 * nd * sizeof(float));
-    input_grads(c->gx ? gxT : NULL, c->gm ? gmT : NULL, sc->xT, c->m ? sc->mT : NULL, sc->gfp, nd);
+    /* The pixel-major gradients wrt x and m, transposed into the rows of
+     * x->grad and marg->grad. */
+    float *gxT = sc->fp, *gmT = sc->fp + (long)nb * s->D;
     if (c->gx) transpose(gxT, nb, c->gx + n0 * s->D, s->D, s->D, nb, 1);
     if (c->gm) transpose(gmT, nb, c->gm + n0 * s->D, s->D, s->D, nb, 1);
 }
@@ -896,8 +912,7 @@ static void spn_backward(void *vctx) {
         float *gw = sp_params_grad(p, s->i_sum[l]);
         const float *W = c->der + s->dw_off[l], *dW = P + s->dw_off[l];
 #pragma omp parallel for schedule(static) num_threads(c->T)
-        for (long i = 0; i < rows; i++)
-            softmax_backward_row(gw + i * C, W + i * C, dW + i * C, C);
+        for (long i = 0; i < rows; i++) softmax_backward_row(gw + i * C, W + i * C, dW + i * C, C);
     }
     softmax_backward_row(sp_params_grad(p, s->i_root), c->der + s->droot_off, P + s->droot_off,
                          (long)s->R * s->ctop);
@@ -946,8 +961,8 @@ sp_tensor *sp_spn_logp(sp_tape *t, const sp_spn *s, const sp_params *p, const sp
     c->scratch_floats = carve(s, NULL, &dummy);
     c->scratch = sp_tape_alloc(t, (size_t)c->T * c->scratch_floats * sizeof(float));
     if (grad) c->partial = sp_tape_alloc(t, (size_t)c->T * s->n_derived * sizeof(float));
-    if (sp_tape_failed(t) || !c->der || !c->scratch || !c->mr || !c->zr || !c->rootM ||
-        !c->rootT || (grad && !c->partial))
+    if (sp_tape_failed(t) || !c->der || !c->scratch || !c->mr || !c->zr || !c->rootM || !c->rootT ||
+        (grad && !c->partial))
         return NULL;
     for (int l = 0; l < s->d; l++)
         if (!c->V[l] || (l >= 1 && !c->Z[l])) return NULL;

@@ -117,9 +117,9 @@ static double ref_logp(const fixture *f, const float *x, const float *m) {
             }
         int w = K, groups = G0;
         for (int l = 1; l < d; l++) {
-            const float *W = sp_params_val(&f->p, sp_params_find(&f->p, l == 1 ? "spn/sum1"
-                                                                  : l == 2 ? "spn/sum2"
-                                                                           : "spn/sum3"));
+            const float *W = sp_params_val(&f->p, sp_params_find(&f->p, l == 1   ? "spn/sum1"
+                                                                        : l == 2 ? "spn/sum2"
+                                                                                 : "spn/sum3"));
             int ng = groups / 2, C = w * w;
             for (int g = 0; g < ng; g++) {
                 for (int a = 0; a < w; a++)
@@ -195,8 +195,14 @@ static void test_structure_from_seed(void) {
     sp_spn_free(a);
 
     /* Uneven sizes: 13 variables to depth 3 -> halves 6|7 -> 3,3|3,4 -> ... */
-    sp_spn_config u = {.n_vars = 13, .depth = 3, .repetitions = 2, .n_leaf = 2, .n_sum = 2,
-                       .var_min = 0.1f, .var_max = 0.5f, .structure_seed = 3};
+    sp_spn_config u = {.n_vars = 13,
+                       .depth = 3,
+                       .repetitions = 2,
+                       .n_leaf = 2,
+                       .n_sum = 2,
+                       .var_min = 0.1f,
+                       .var_max = 0.5f,
+                       .structure_seed = 3};
     CU_ASSERT_FATAL(sp_spn_create(&a, &u, &err) == SP_OK);
     const int want[9] = {0, 1, 3, 4, 6, 7, 9, 11, 13};
     for (int j = 0; j <= 8; j++) CU_ASSERT_EQUAL(sp_spn_region_offsets(a)[j], want[j]);
@@ -227,7 +233,10 @@ static void test_param_names_and_init(void) {
     CU_ASSERT_EQUAL(f.p.entries[ir].size, 2400);
     /* Truncated normals: std near 0.1 / 0.5 (of a +-2 sd truncation: 0.88 sd),
      * bounded by 2 sd. */
-    struct { int i; float sd; } t[3] = {{im, 0.1f}, {is, 0.5f}, {ir, 0.5f}};
+    struct {
+        int i;
+        float sd;
+    } t[3] = {{im, 0.1f}, {is, 0.5f}, {ir, 0.5f}};
     for (int k = 0; k < 3; k++) {
         const float *v = sp_params_val(&f.p, t[k].i);
         long n = f.p.entries[t[k].i].size;
@@ -247,8 +256,14 @@ static void test_param_names_and_init(void) {
 static void test_matches_reference(void) {
     sp_spn_config cfgs[3] = {
         sp_spn_config_object(11),
-        {.n_vars = 13, .depth = 3, .repetitions = 3, .n_leaf = 3, .n_sum = 4, .var_min = 0.05f,
-         .var_max = 0.5f, .structure_seed = 4},
+        {.n_vars = 13,
+         .depth = 3,
+         .repetitions = 3,
+         .n_leaf = 3,
+         .n_sum = 4,
+         .var_min = 0.05f,
+         .var_max = 0.5f,
+         .structure_seed = 4},
         sp_spn_config_background(12),
     };
     for (int ci = 0; ci < 3; ci++) {
@@ -256,7 +271,8 @@ static void test_matches_reference(void) {
         CU_ASSERT_FATAL(fx_make(&f, &cfgs[ci], 100 + ci) == 0);
         fx_sharpen(&f, 6.0f);
         const int D = cfgs[ci].n_vars, N = 5;
-        float *x = malloc((size_t)N * D * sizeof(float)), *m = malloc((size_t)N * D * sizeof(float));
+        float *x = malloc((size_t)N * D * sizeof(float)),
+              *m = malloc((size_t)N * D * sizeof(float));
         sp_gc_fill_uniform(x, (long)N * D, -0.2f, 1.0f, 1 + ci);
         sp_gc_fill_uniform(m, (long)N * D, -0.3f, 1.3f, 2 + ci);
         float out[5], out_nm[5];
@@ -284,7 +300,8 @@ static void test_full_marginal_is_zero(void) {
         CU_ASSERT_FATAL(fx_make(&f, &cfgs[ci], 3) == 0);
         fx_sharpen(&f, 5.0f);
         const int D = cfgs[ci].n_vars, N = 70;
-        float *x = malloc((size_t)N * D * sizeof(float)), *m = malloc((size_t)N * D * sizeof(float));
+        float *x = malloc((size_t)N * D * sizeof(float)),
+              *m = malloc((size_t)N * D * sizeof(float));
         sp_gc_fill_uniform(x, (long)N * D, 0.0f, 1.0f, 5);
         sp_gc_fill_uniform(m, (long)N * D, 1.0f, 2.0f, 6); /* clipped to 1 */
         float out[70];
@@ -315,14 +332,21 @@ static void test_nan_propagates(void) {
 
 /* int p(x) dx = 1 over a 2-variable SPN by the midpoint rule. */
 static void test_integrates_to_one(void) {
-    sp_spn_config c = {.n_vars = 2, .depth = 1, .repetitions = 3, .n_leaf = 4, .n_sum = 1,
-                       .var_min = 0.05f, .var_max = 0.3f, .structure_seed = 8};
+    sp_spn_config c = {.n_vars = 2,
+                       .depth = 1,
+                       .repetitions = 3,
+                       .n_leaf = 4,
+                       .n_sum = 1,
+                       .var_min = 0.05f,
+                       .var_max = 0.3f,
+                       .structure_seed = 8};
     fixture f;
     CU_ASSERT_FATAL(fx_make(&f, &c, 17) == 0);
     fx_sharpen(&f, 8.0f); /* means spread over ~+-1.6 */
     const int G = 400;
     const double lo = -4.0, h = 8.0 / G;
-    float *x = malloc((size_t)G * G * 2 * sizeof(float)), *out = malloc((size_t)G * G * sizeof(float));
+    float *x = malloc((size_t)G * G * 2 * sizeof(float)),
+          *out = malloc((size_t)G * G * sizeof(float));
     for (int i = 0; i < G; i++)
         for (int j = 0; j < G; j++) {
             x[((long)i * G + j) * 2] = (float)(lo + (i + 0.5) * h);
@@ -340,15 +364,22 @@ static void test_integrates_to_one(void) {
 /* The marginal over m = 1 pixels equals the joint integrated over them
  * (depth 2, four variables, two integrated out numerically). */
 static void test_marginal_matches_integral(void) {
-    sp_spn_config c = {.n_vars = 4, .depth = 2, .repetitions = 2, .n_leaf = 3, .n_sum = 3,
-                       .var_min = 0.05f, .var_max = 0.3f, .structure_seed = 9};
+    sp_spn_config c = {.n_vars = 4,
+                       .depth = 2,
+                       .repetitions = 2,
+                       .n_leaf = 3,
+                       .n_sum = 3,
+                       .var_min = 0.05f,
+                       .var_max = 0.3f,
+                       .structure_seed = 9};
     fixture f;
     CU_ASSERT_FATAL(fx_make(&f, &c, 18) == 0);
     fx_sharpen(&f, 8.0f);
     const int G = 300;
     const double lo = -4.0, h = 8.0 / G;
     const float x0 = 0.3f, x2 = -0.4f; /* observed: pixels 0 and 2; 1 and 3 integrated */
-    float *x = malloc((size_t)G * G * 4 * sizeof(float)), *out = malloc((size_t)G * G * sizeof(float));
+    float *x = malloc((size_t)G * G * 4 * sizeof(float)),
+          *out = malloc((size_t)G * G * sizeof(float));
     for (int i = 0; i < G; i++)
         for (int j = 0; j < G; j++) {
             float *r = x + ((long)i * G + j) * 4;
@@ -380,8 +411,14 @@ static sp_tensor *build_logp(sp_tape *t, sp_tensor **in, void *vctx) {
 }
 
 static void test_grad_inputs(void) {
-    sp_spn_config c = {.n_vars = 12, .depth = 2, .repetitions = 2, .n_leaf = 3, .n_sum = 3,
-                       .var_min = 0.1f, .var_max = 0.4f, .structure_seed = 10};
+    sp_spn_config c = {.n_vars = 12,
+                       .depth = 2,
+                       .repetitions = 2,
+                       .n_leaf = 3,
+                       .n_sum = 3,
+                       .var_min = 0.1f,
+                       .var_max = 0.4f,
+                       .structure_seed = 10};
     fixture f;
     CU_ASSERT_FATAL(fx_make(&f, &c, 19) == 0);
     fx_sharpen(&f, 6.0f);
@@ -393,8 +430,14 @@ static void test_grad_inputs(void) {
     SP_ASSERT_GRADCHECK(build_logp, &g, 2, spec, 2, SP_GC_ATOL, SP_GC_RTOL);
     fx_free(&f);
     /* Depth 1 runs the dense leaf path. */
-    sp_spn_config c1 = {.n_vars = 9, .depth = 1, .repetitions = 3, .n_leaf = 3, .n_sum = 1,
-                        .var_min = 0.1f, .var_max = 0.4f, .structure_seed = 11};
+    sp_spn_config c1 = {.n_vars = 9,
+                        .depth = 1,
+                        .repetitions = 3,
+                        .n_leaf = 3,
+                        .n_sum = 1,
+                        .var_min = 0.1f,
+                        .var_max = 0.4f,
+                        .structure_seed = 11};
     CU_ASSERT_FATAL(fx_make(&f, &c1, 20) == 0);
     fx_sharpen(&f, 6.0f);
     sp_gc_input spec1[2] = {{2, {4, 9}, -0.3f, 1.2f, 1}, {2, {4, 9}, 0.02f, 0.98f, 1}};
@@ -404,8 +447,14 @@ static void test_grad_inputs(void) {
 
 /* clip(m, 0, 1) passes no gradient outside [0, 1]; inside it does. */
 static void test_grad_marg_clip(void) {
-    sp_spn_config c = {.n_vars = 12, .depth = 2, .repetitions = 2, .n_leaf = 3, .n_sum = 3,
-                       .var_min = 0.1f, .var_max = 0.4f, .structure_seed = 10};
+    sp_spn_config c = {.n_vars = 12,
+                       .depth = 2,
+                       .repetitions = 2,
+                       .n_leaf = 3,
+                       .n_sum = 3,
+                       .var_min = 0.1f,
+                       .var_max = 0.4f,
+                       .structure_seed = 10};
     fixture f;
     CU_ASSERT_FATAL(fx_make(&f, &c, 19) == 0);
     fx_sharpen(&f, 6.0f);
@@ -488,7 +537,9 @@ static void check_param_grads(const sp_spn_config *c, float sharpen, uint64_t se
             worst = err > worst ? err : worst;
         }
     }
-    if (bad) printf("    %d of %d parameter gradients wrong (worst abs err %.3g)\n", bad, checked, worst);
+    if (bad)
+        printf("    %d of %d parameter gradients wrong (worst abs err %.3g)\n", bad, checked,
+               worst);
     CU_ASSERT_EQUAL(bad, 0);
     CU_ASSERT(checked > 100);
     free(pre);
@@ -496,22 +547,40 @@ static void check_param_grads(const sp_spn_config *c, float sharpen, uint64_t se
 }
 
 static void test_grad_params(void) {
-    sp_spn_config c2 = {.n_vars = 12, .depth = 2, .repetitions = 2, .n_leaf = 3, .n_sum = 3,
-                        .var_min = 0.1f, .var_max = 0.4f, .structure_seed = 12};
+    sp_spn_config c2 = {.n_vars = 12,
+                        .depth = 2,
+                        .repetitions = 2,
+                        .n_leaf = 3,
+                        .n_sum = 3,
+                        .var_min = 0.1f,
+                        .var_max = 0.4f,
+                        .structure_seed = 12};
     check_param_grads(&c2, 6.0f, 40);
-    sp_spn_config c1 = {.n_vars = 7, .depth = 1, .repetitions = 3, .n_leaf = 4, .n_sum = 1,
-                        .var_min = 0.05f, .var_max = 0.2f, .structure_seed = 13};
+    sp_spn_config c1 = {.n_vars = 7,
+                        .depth = 1,
+                        .repetitions = 3,
+                        .n_leaf = 4,
+                        .n_sum = 1,
+                        .var_min = 0.05f,
+                        .var_max = 0.2f,
+                        .structure_seed = 13};
     check_param_grads(&c1, 6.0f, 41);
-    sp_spn_config c3 = {.n_vars = 11, .depth = 3, .repetitions = 2, .n_leaf = 2, .n_sum = 3,
-                        .var_min = 0.1f, .var_max = 0.4f, .structure_seed = 14};
+    sp_spn_config c3 = {.n_vars = 11,
+                        .depth = 3,
+                        .repetitions = 2,
+                        .n_leaf = 2,
+                        .n_sum = 3,
+                        .var_min = 0.1f,
+                        .var_max = 0.4f,
+                        .structure_seed = 14};
     check_param_grads(&c3, 6.0f, 42);
 }
 
 /* ---- threads ---- */
 
 /* Forward values and every gradient, at a given thread count. */
-static void run_threads(fixture *f, int threads, const float *x, const float *m, int N,
-                        float *out, float *gx, float *gm, float *gp) {
+static void run_threads(fixture *f, int threads, const float *x, const float *m, int N, float *out,
+                        float *gx, float *gm, float *gp) {
     const int D = sp_spn_get_config(f->s)->n_vars;
     omp_set_num_threads(threads);
     sp_params_zero_grad(&f->p);
@@ -588,8 +657,14 @@ static void test_threads_agree(void) {
 /* Errors: mismatched shapes fail the tape instead of reading out of bounds. */
 static void test_shape_errors(void) {
     fixture f;
-    sp_spn_config c = {.n_vars = 8, .depth = 1, .repetitions = 1, .n_leaf = 2, .n_sum = 1,
-                       .var_min = 0.1f, .var_max = 0.2f, .structure_seed = 1};
+    sp_spn_config c = {.n_vars = 8,
+                       .depth = 1,
+                       .repetitions = 1,
+                       .n_leaf = 2,
+                       .n_sum = 1,
+                       .var_min = 0.1f,
+                       .var_max = 0.2f,
+                       .structure_seed = 1};
     CU_ASSERT_FATAL(fx_make(&f, &c, 1) == 0);
     float buf[64] = {0};
     sp_tape_reset(f.t);
@@ -626,7 +701,9 @@ int main(void) {
         {"gradients wrt every parameter", test_grad_params},
         {"1 vs 2 threads agree", test_threads_agree},
         {NULL, NULL}};
-    static const sp_test_suite suites[] = {
-        {"spn structure", structure}, {"spn values", values}, {"spn gradients", grads}, {NULL, NULL}};
+    static const sp_test_suite suites[] = {{"spn structure", structure},
+                                           {"spn values", values},
+                                           {"spn gradients", grads},
+                                           {NULL, NULL}};
     return sp_test_main(suites);
 }
