@@ -76,7 +76,9 @@ static void test_log_file(void) {
     sp_log_set_rank(0);
     sp_warn("disk %d%% full", 95);
     sp_info("hidden below the level");
-    sp_log_set_rank(3); /* only rank 0 writes the log file */
+    /* The rank that owns a log file (rank 0 of a run, or of a sweep trial's
+     * group, whatever its world rank) writes it. */
+    sp_log_set_rank(3);
     sp_warn("from rank 3");
     sp_log_set_rank(0);
     sp_log(SP_LOG_ERROR, "bad %s", "thing");
@@ -88,7 +90,7 @@ static void test_log_file(void) {
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     buf[n] = '\0';
     fclose(f);
-    CU_ASSERT_STRING_EQUAL(buf, "warning: disk 95% full\nerror: bad thing\n");
+    CU_ASSERT_STRING_EQUAL(buf, "warning: disk 95% full\nwarning: from rank 3\nerror: bad thing\n");
 }
 
 static const sp_test_case error_cases[] = {
