@@ -256,7 +256,9 @@ static void clear_run(run *u) {
 
 static void set_warn(run *u, const char *msg) {
     if (u->warn) return; /* the first problem is the one worth a line */
-    u->warn = strstr(msg, u->dir) ? xstrdup(msg) : fmt_alloc("%s: %s", u->dir, msg);
+    size_t dl = strlen(u->dir); /* reader messages start with the path already */
+    u->warn = !strncmp(msg, u->dir, dl) && msg[dl] == '/' ? xstrdup(msg)
+                                                          : fmt_alloc("%s: %s", u->dir, msg);
 }
 
 static int has_col(sp_metrics_reader *m, int g, const char *col) {
@@ -840,7 +842,8 @@ int sp_report_print(const sp_report *r, FILE *out, sp_error *err) {
         }
         for (int i = -1; i < t.nrows; i++) {
             for (int j = 0; j < t.ncols; j++) {
-                const char *s = i < 0 ? t.head[j] : t.cells[(size_t)order[i] * (size_t)t.ncols + (size_t)j].text;
+                const char *s =
+                    i < 0 ? t.head[j] : t.cells[(size_t)order[i] * (size_t)t.ncols + (size_t)j].text;
                 int wide = (int)w[j];
                 if (j) fputs("  ", out);
                 if (t.left[j] && j == t.ncols - 1) fputs(s, out);
@@ -850,7 +853,8 @@ int sp_report_print(const sp_report *r, FILE *out, sp_error *err) {
             fputc('\n', out);
         }
     }
-    if (fflush(out) || ferror(out)) rc = sp_fail(err, SP_ERUNTIME, "cannot write the table: %s", strerror(errno));
+    if (fflush(out) || ferror(out))
+        rc = sp_fail(err, SP_ERUNTIME, "cannot write the table: %s", strerror(errno));
 out:
     free(order);
     free(w);
