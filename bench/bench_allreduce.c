@@ -68,38 +68,41 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Median seconds per call (robust to other processes on a shared node), of
- * the slowest rank: mode 0 blocking, 1 overlapped. */
-static double time_reduce(sp_dist *d, float *buf, long n, int mode, int reps) {
+static int one_call(sp_dist *d, float *buf, long n, int mode, sp_error *err) {
+    if (mode == 0) return sp_dist_allreduce_sum(d, buf, n, 1.0f, err);
+    int rc = sp_dist_allreduce_begin(d, buf, n, SP_DIST_DESCENDING, err);
+    if (!rc) rc = sp_dist_bucket_ready(d, 0, err);
+    if (!rc) rc = sp_dist_allreduce_wait(d, 1.0f, err);
+    return rc;
+}
+
+/* Seconds of one timed call (barrier first), aborting the job on failure. */
+static double timed_call(sp_dist *d, float *buf, long n, int mode) {
     sp_error err;
-    double t[512];
-    if (reps > 512) reps = 512;
-    for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
-        sp_dist_barrier(d, &err);
-        double t0 = sp_time_now();
-        int rc;
-        if (mode == 0) {
-            rc = sp_dist_allreduce_sum(d, buf, n, 1.0f, &err);
-        } else {
-            rc = sp_dist_allreduce_begin(d, buf, n, SP_DIST_DESCENDING, &err);
-            if (!rc) rc = sp_dist_bucket_ready(d, 0, &err);
-            if (!rc) rc = sp_dist_allreduce_wait(d, 1.0f, &err);
-        }
-        if (rc) {
-            fprintf(stderr, "bench_allreduce: %s\n", err.msg);
-            sp_dist_abort(d, 2);
-        }
-        if (r >= 0) t[r] = sp_time_now() - t0;
+    sp_dist_barrier(d, &err);
+    double t0 = sp_time_now();
+    if (one_call(d, buf, n, mode, &err)) {
+        fprintf(stderr, "bench_allreduce: %s\n", err.msg);
+        sp_dist_abort(d, 2);
     }
+    return sp_time_now() - t0;
+}
+
+/* Median seconds per call (robust to other processes on a shared node) of
+ * the slowest rank, mode 0 blocking, 1 overlapped; as many calls as fit in
+ * `budget` seconds (3 .. 200), a count every rank agrees on. */
+static double time_reduce(sp_dist *d, float *buf, long n, int mode, double budget) {
+    sp_error err;
+    int64_t warm_ns = (int64_t)(timed_call(d, buf, n, mode) * 1e9) + 1;
+    sp_dist_max_int64(d, &warm_ns, 1, &err);
+    int reps = (int)(budget / ((double)warm_ns * 1e-9));
+    reps = reps < 3 ? 3 : reps > 200 ? 200 : reps;
+    double t[200];
+    for (int r = 0; r < reps; r++) t[r] = timed_call(d, buf, n, mode);
     qsort(t, (size_t)reps, sizeof *t, cmp_double);
     int64_t ns = (int64_t)(t[reps / 2] * 1e9);
     sp_dist_max_int64(d, &ns, 1, &err);
     return (double)ns * 1e-9;
-}
-
-static int reps_for(size_t bytes, int quick) {
-    long r = (long)((quick ? 32.0 : 256.0) * 1048576.0 / (double)bytes);
-    return (int)(r < 3 ? 3 : r > (quick ? 50 : 300) ? (quick ? 50 : 300) : r);
 }
 
 static void predict(const opts *o, const char *label, double alpha, double beta) {
@@ -131,6 +134,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     int p = sp_dist_size(d), root = sp_dist_rank(d) == 0;
+    const double budget = o.quick ? 0.1 : 0.5; /* seconds of calls per measurement */
     const size_t max_bytes = (size_t)64 << 20;
     size_t grad_bytes = (size_t)o.params * sizeof(float);
     size_t cap = grad_bytes > max_bytes ? grad_bytes : max_bytes;
@@ -152,9 +156,8 @@ int main(int argc, char **argv) {
     for (size_t bytes = 4096; bytes <= max_bytes && ns < 32; bytes *= 2) {
         long n = (long)(bytes / sizeof(float));
         sp_dist_set_bucket_bytes(d, bytes);
-        int reps = reps_for(bytes, o.quick);
-        double tb = time_reduce(d, buf, n, 0, reps);
-        double to = time_reduce(d, buf, n, 1, reps);
+        double tb = time_reduce(d, buf, n, 0, budget);
+        double to = time_reduce(d, buf, n, 1, budget);
         double bus = p > 1 ? 2.0 * (p - 1) / p * (double)bytes / tb : 0;
         if (root)
             printf("  %10zu  %12.1f %10.2f %10.2f  %12.1f %10.2f\n", bytes, tb * 1e6, (double)bytes / tb / 1e9,
@@ -193,13 +196,11 @@ int main(int argc, char **argv) {
         printf("\n  gradient of %ld floats (%.1f MB), bucketed, vs bucket size\n", n, (double)grad_bytes / 1048576.0);
         printf("  %10s  %8s  %12s  %12s  %12s\n", "bucket", "buckets", "blocking ms", "overlap ms", "model ms");
     }
-    for (size_t bytes = 4096; bytes <= max_bytes; bytes *= 4) {
+    for (size_t bytes = 16384; bytes <= max_bytes; bytes *= 4) {
         sp_dist_set_bucket_bytes(d, bytes);
         long nb = (long)((grad_bytes + bytes - 1) / bytes);
-        int reps = reps_for(grad_bytes, 1);
-        if (nb > 1000) reps = reps > 5 ? 5 : reps;
-        double tb = time_reduce(d, buf, n, 0, reps);
-        double to = time_reduce(d, buf, n, 1, reps);
+        double tb = time_reduce(d, buf, n, 0, budget);
+        double to = time_reduce(d, buf, n, 1, budget);
         double model = (double)nb * 2 * (p - 1) * alpha + 2.0 * (p - 1) / p * (double)grad_bytes * beta;
         if (root) printf("  %10zu  %8ld  %12.3f  %12.3f  %12.3f\n", bytes, nb, tb * 1e3, to * 1e3, model * 1e3);
     }
