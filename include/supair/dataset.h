@@ -43,6 +43,9 @@ int sp_dataset_read_rows(sp_dataset *d, const char *name, const long *idx, long 
 /* The same into int32 (counts, labels); no scale applied. */
 int sp_dataset_read_rows_i32(sp_dataset *d, const char *name, const long *idx, long n,
                              int32_t *out, long row_len, sp_error *err);
+/* The same into int64 (e.g. the speech files' /test/offsets). */
+int sp_dataset_read_rows_i64(sp_dataset *d, const char *name, const long *idx, long n,
+                             int64_t *out, long row_len, sp_error *err);
 
 /* Attributes of an object ("/" for the root). Numeric attributes convert to
  * the requested type; a missing attribute is SP_EINPUT naming it. */

@@ -16,6 +16,7 @@
 #include "supair/dataset.h"
 #include "supair/error.h"
 #include "supair/scenes.h"
+#include "supair/speech.h"
 #include "supair/timer.h"
 
 static volatile sig_atomic_t stop_requested = 0;
@@ -266,6 +267,22 @@ static int cmd_inspect(int argc, char **argv) {
     return 0;
 }
 
+/* ---- speech corpora (src/data/speech*.c parses their flags) ---- */
+
+/* argv holds the subcommand's arguments; sp_speech_cli wants the subcommand
+ * name in front, which main's argv has just before them. */
+static int speech_command(const char *cmd, int argc, char **argv) {
+    sp_error err;
+    sp_error_clear(&err);
+    int rc = sp_speech_cli(cmd, argc + 1, argv - 1, &err);
+    if (rc) fprintf(stderr, "supair_data %s: %s\n", cmd, err.msg);
+    return rc;
+}
+
+static int cmd_timit(int argc, char **argv) { return speech_command("timit", argc, argv); }
+static int cmd_blizzard(int argc, char **argv) { return speech_command("blizzard", argc, argv); }
+static int cmd_speech_demo(int argc, char **argv) { return speech_command("speech-demo", argc, argv); }
+
 /* ---- dispatch ---- */
 
 typedef struct command {
@@ -276,6 +293,9 @@ typedef struct command {
 
 static const command commands[] = {
     {"scenes", "make a scenes file (multi-object items or sprites)", cmd_scenes},
+    {"timit", "convert a TIMIT tree (NIST SPHERE) to an SRNN speech file", cmd_timit},
+    {"blizzard", "convert a directory of audio files (Blizzard) to an SRNN speech file", cmd_blizzard},
+    {"speech-demo", "synthesise a demo speech corpus (festival, espeak-ng) and convert it", cmd_speech_demo},
     {"inspect", "print a data file's schema, attributes and count histogram", cmd_inspect},
     {NULL, NULL, NULL},
 };

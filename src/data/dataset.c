@@ -290,21 +290,33 @@ int sp_dataset_read_rows(sp_dataset *d, const char *name, const long *idx, long 
     return SP_OK;
 }
 
-int sp_dataset_read_rows_i32(sp_dataset *d, const char *name, const long *idx, long n,
-                             int32_t *out, long row_len, sp_error *err) {
+/* Integer rows: read in `mem_type` (HDF5 converts) and scattered back. */
+static int read_rows_int(sp_dataset *d, const char *name, const long *idx, long n, void *out,
+                         hid_t mem_type, long row_len, sp_error *err) {
     if (n <= 0) return SP_OK;
     ds_entry *e;
     long nu;
     int rc = get_entry(d, name, &e, err);
-    if (!rc) rc = read_unique(d, e, idx, n, H5T_NATIVE_INT32, row_len, &nu, err);
+    if (!rc) rc = read_unique(d, e, idx, n, mem_type, row_len, &nu, err);
     if (rc) return rc;
-    const int32_t *src = d->buf;
+    size_t row_bytes = H5Tget_size(mem_type) * (size_t)row_len;
     long u = -1;
     for (long i = 0; i < n; i++) {
         if (i == 0 || d->refs[i].row != d->refs[i - 1].row) u++;
-        memcpy(out + d->refs[i].pos * row_len, src + u * row_len, sizeof(int32_t) * row_len);
+        memcpy((char *)out + d->refs[i].pos * row_bytes, (const char *)d->buf + u * row_bytes,
+               row_bytes);
     }
     return SP_OK;
+}
+
+int sp_dataset_read_rows_i32(sp_dataset *d, const char *name, const long *idx, long n,
+                             int32_t *out, long row_len, sp_error *err) {
+    return read_rows_int(d, name, idx, n, out, H5T_NATIVE_INT32, row_len, err);
+}
+
+int sp_dataset_read_rows_i64(sp_dataset *d, const char *name, const long *idx, long n,
+                             int64_t *out, long row_len, sp_error *err) {
+    return read_rows_int(d, name, idx, n, out, H5T_NATIVE_INT64, row_len, err);
 }
 
 /* ---- attributes ---- */

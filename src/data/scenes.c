@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -568,6 +569,9 @@ int sp_scenes_build(const sp_scenes_opts *o, sp_error *err) {
     if (spec->kind == SP_SCENES_SPRITES && spec->max_objects > SP_SPRITES_MAX_OBJECTS)
         return sp_fail(err, SP_EINPUT, "--max-objects %d: sprites allow at most %d",
                        spec->max_objects, SP_SPRITES_MAX_OBJECTS);
+    struct stat st;
+    if (stat(o->out, &st) == 0 && S_ISDIR(st.st_mode))
+        return sp_fail(err, SP_EINPUT, "%s: is a directory", o->out);
     int sprites = spec->kind == SP_SCENES_SPRITES;
     long n[2] = {o->n_train >= 0 ? o->n_train : sprites ? 40000 : 60000,
                  o->n_test >= 0 ? o->n_test : 10000};

@@ -74,6 +74,7 @@ expect_error "truncated" "$T/trunc/t10k-images-idx3-ubyte: truncated" scenes --o
 expect_error "mismatched counts" "$T/mismatch/t10k-labels-idx1-ubyte.gz" scenes --out "$T/out.h5" --source "mnist-idx:$T/mismatch"
 expect_error "unwritable --out" "$T/nodir/x.h5" scenes --out "$T/nodir/x.h5" --kind sprites --train 5 --test 5
 expect_error "--out under a file" "$T/a.h5/x.h5" scenes --out "$T/a.h5/x.h5" --kind sprites --train 5 --test 5
+expect_error "--out is a directory" "$T/magic: is a directory" scenes --out "$T/magic" --kind sprites --train 5 --test 5
 expect_error "unknown flag" "'--bogus'" scenes --out "$T/out.h5" --bogus 3
 expect_error "bad --kind" "'cubes'" scenes --out "$T/out.h5" --kind cubes
 expect_error "bad --seed" "'x1'" scenes --out "$T/out.h5" --seed x1

@@ -151,6 +151,12 @@ static void check_roundtrip(const char *name, sp_scene_kind kind, sp_scene_noise
     for (int i = 0; i < B; i++)
         for (int k = 0; k < 2; k++) bad_lab += (k < cnt[i]) != (lab[i * 2 + k] >= 0);
     CU_ASSERT_EQUAL(bad_lab, 0);
+    int64_t c64[B];
+    snprintf(dn, sizeof dn, "/%s/counts", sname);
+    CU_ASSERT_EQUAL(sp_dataset_read_rows_i64(s.ds, dn, idx, B, c64, 1, &e), SP_OK);
+    long bad64 = 0;
+    for (int i = 0; i < B; i++) bad64 += c64[i] != cnt[i];
+    CU_ASSERT_EQUAL(bad64, 0);
     /* errors: index out of range, wrong row length, unknown split */
     long badidx[2] = {0, n};
     CU_ASSERT_EQUAL(sp_scenes_data_read(&s, sname, badidx, 2, im, NULL, NULL, &e), SP_EINPUT);
