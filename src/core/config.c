@@ -62,6 +62,11 @@ int sp_config_has(const sp_config *c, const char *name) { return find(c, name) !
 /* Shortest "%.Ng" that reads back as the same double, so "0.001" stays
  * "0.001" and every value survives the text form bit for bit. */
 static void format_double(char *buf, size_t size, double v) {
+    /* Whole numbers print as integers ("120", not "1.2e+02"). */
+    if (v == (double)(long long)v && fabs(v) < 1e15) {
+        snprintf(buf, size, "%lld", (long long)v);
+        return;
+    }
     for (int prec = 1; prec <= 17; prec++) {
         snprintf(buf, size, "%.*g", prec, v);
         if (strtod(buf, NULL) == v) return;
