@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared part of jobs/train.sbatch and jobs/sweep.sbatch: thread and launcher
 # set-up, the signal forwarding that turns SLURM's time-limit warning into a
 # clean checkpoint, and the requeue on the trainer's exit status 3.
@@ -42,6 +43,10 @@ sp_log() { echo "[job $(date '+%F %T')] $*"; }
 # OpenMP environment every rank inherits.
 sp_setup() {
   SP_ROOT=$1
+  # Trap the warning from here on: a signal during set-up is remembered.
+  SP_TRAPPED=0 SP_EARLY=0 SP_PID=
+  trap 'sp_on_signal USR1' USR1
+  trap 'sp_on_signal TERM' TERM
   SP_BIN=${SUPAIR_BIN:-$SP_ROOT/build/bin/supair_dist}
   if [ ! -x "$SP_BIN" ]; then
     sp_log "error: trainer binary '$SP_BIN' not found or not executable (build it with make, or set SUPAIR_BIN)"
@@ -59,7 +64,8 @@ sp_setup() {
 
   SP_LAUNCHER=${SUPAIR_LAUNCHER:-}
   if [ -z "$SP_LAUNCHER" ]; then
-    if command -v srun >/dev/null 2>&1 && srun --mpi=list 2>&1 | grep -qw pmix; then SP_LAUNCHER=srun
+    if [ -n "${SLURM_JOB_ID:-}" ] && command -v srun >/dev/null 2>&1 \
+       && srun --mpi=list 2>&1 | grep -qw pmix; then SP_LAUNCHER=srun
     else SP_LAUNCHER=mpirun; fi
   fi
   case "$SP_LAUNCHER" in
@@ -100,6 +106,7 @@ sp_launch_cmd() {
 # mpirun forwards SIGUSR1 to every rank; srun forwards it to its tasks.
 sp_on_signal() {
   SP_TRAPPED=1
+  if [ -z "${SP_PID:-}" ]; then SP_EARLY=1; sp_log "got SIG$1 before the trainer started"; return; fi
   sp_log "batch script got SIG$1: asking the trainer ($SP_LAUNCHER pid $SP_PID) to checkpoint and stop"
   kill -USR1 "$SP_PID" 2>/dev/null || true
 }
@@ -111,25 +118,29 @@ sp_on_signal() {
 sp_run_and_requeue() {
   sp_launch_cmd "$@"
   sp_log "running: ${SP_CMD[*]}"
-  SP_TRAPPED=0
-  trap 'sp_on_signal USR1' USR1
-  trap 'sp_on_signal TERM' TERM
-  "${SP_CMD[@]}" &
-  SP_PID=$!
   local rc again
-  # bash's `wait` returns early (status > 128) when a trapped signal arrives:
-  # wait again until the launcher itself has exited and take its status.
-  while :; do
-    SP_TRAPPED=0
-    wait "$SP_PID"; rc=$?
-    [ "$SP_TRAPPED" = 1 ] || break
-    if kill -0 "$SP_PID" 2>/dev/null; then continue; fi
-    wait "$SP_PID" 2>/dev/null; again=$?
-    [ "$again" -ne 127 ] && rc=$again
-    break
-  done
+  if [ "$SP_EARLY" = 1 ]; then
+    # Warned before the start (a time limit shorter than the warning time):
+    # nothing new to checkpoint; the newest checkpoint is the resume point.
+    rc=3
+    sp_log "not starting the trainer"
+  else
+    "${SP_CMD[@]}" &
+    SP_PID=$!
+    # bash's `wait` returns early (status > 128) when a trapped signal
+    # arrives: wait again until the launcher has exited and take its status.
+    while :; do
+      SP_TRAPPED=0
+      wait "$SP_PID"; rc=$?
+      [ "$SP_TRAPPED" = 1 ] || break
+      if kill -0 "$SP_PID" 2>/dev/null; then continue; fi
+      wait "$SP_PID" 2>/dev/null; again=$?
+      [ "$again" -ne 127 ] && rc=$again
+      break
+    done
+    sp_log "trainer exited with status $rc"
+  fi
   trap - USR1 TERM
-  sp_log "trainer exited with status $rc"
   if [ "$rc" -eq 3 ]; then
     local n=${SLURM_RESTART_COUNT:-0}
     if [ -z "${SLURM_JOB_ID:-}" ]; then

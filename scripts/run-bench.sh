@@ -39,6 +39,15 @@ for b in "$BUILD"/bench/bench_*; do
   fi
   echo
 done
+# Trainer-level: exposed communication per step and predicted scaling.
+echo "=== trainer_comm"
+t0=$(date +%s)
+if BUILD=$BUILD timeout 300 bash bench/trainer_comm.sh; then
+  echo "--- trainer_comm: $(( $(date +%s) - t0 )) s"
+else
+  failed=$((failed+1)); failed_names+=("trainer_comm")
+fi
+ran=$((ran+1))
 for n in "${failed_names[@]+"${failed_names[@]}"}"; do echo "FAILED: $n"; done
 echo "bench: $ran run, $failed failed, $(( $(date +%s) - start )) s total"
 [ "$ran" -gt 0 ] && [ "$failed" -eq 0 ]

@@ -44,10 +44,10 @@ live_pid() {
 
 # TERM, then KILL after a few seconds, the process whose pid FILE holds.
 stop_pidfile() {
-  local pid i
+  local pid
   pid=$(live_pid "$1") || { rm -f "$1"; return 0; }
   kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; sleep 0.2; fi
   rm -f "$1"
 }
@@ -67,12 +67,11 @@ start_munge() {
   chown munge:munge /etc/munge /etc/munge/munge.key /run/munge /var/lib/munge /var/log/munge
   chmod 0700 /etc/munge /var/log/munge; chmod 0400 /etc/munge/munge.key
   chmod 0755 /run/munge; chmod 0711 /var/lib/munge
-  # Our pid file tells `stop` that this munged is ours to end.
   runuser -u munge -- /usr/sbin/munged --force
-  local i
-  for i in $(seq 50); do munge_ok && break; sleep 0.1; done
+  for _ in $(seq 50); do munge_ok && break; sleep 0.1; done
   munge_ok || die "munged does not answer (see /var/log/munge/munged.log)"
-  pgrep -u munge -x munged | head -1 > "$DIR/munged.pid" || true
+  # Our copy of its pid file tells `stop` that this munged is ours to end.
+  cp /run/munge/munged.pid "$DIR/munged.pid" 2>/dev/null || pgrep -u munge -x munged | head -1 > "$DIR/munged.pid"
 }
 
 write_conf() {
@@ -130,9 +129,9 @@ running() {
 
 # Waits until the node takes jobs (idle, mixed or allocated).
 wait_node() {
-  local host st i
+  local host st
   host=$(hostname -s)
-  for i in $(seq 60); do
+  for _ in $(seq 60); do
     st=$(SLURM_CONF=$CONF sinfo -h -n "$host" -o %T 2>/dev/null | head -1 || true)
     case "$st" in
       idle*|mixed*|allocated*|completing*) return 0 ;;
@@ -147,10 +146,10 @@ wait_node() {
 cmd_stop() {
   if [ -f "$CONF" ] && live_pid "$DIR/slurmctld.pid" >/dev/null; then
     # Cancel our jobs first so no job processes outlive slurmd.
-    SLURM_CONF=$CONF timeout 10 scancel --full --quiet $(SLURM_CONF=$CONF squeue -h -o %A 2>/dev/null) \
-      2>/dev/null || true
-    local i
-    for i in $(seq 30); do
+    local jobs
+    mapfile -t jobs < <(SLURM_CONF=$CONF squeue -h -o %A 2>/dev/null)
+    [ ${#jobs[@]} -gt 0 ] && { SLURM_CONF=$CONF timeout 10 scancel --quiet "${jobs[@]}" 2>/dev/null || true; }
+    for _ in $(seq 30); do
       [ -z "$(SLURM_CONF=$CONF squeue -h -o %A 2>/dev/null)" ] && break; sleep 0.5
     done
   fi
@@ -174,15 +173,15 @@ cmd_start() {
     rm -f "$new"
     say "reusing the cluster already running ($CONF)"
   else
-    if [ -f "$CONF" ]; then say "stopping a previous cluster"; cmd_stop; fi
+    if [ -f "$CONF" ]; then say "stopping what is left of a previous cluster"; cmd_stop; fi
     mv "$new" "$CONF"
     rm -rf "$DIR/state" "$DIR/spool"
     mkdir -p "$DIR/state" "$DIR/spool"
     start_munge
     # -c: a fresh start, no jobs or node states from an earlier run.
     slurmctld -c -f "$CONF" || die "slurmctld failed to start (see $DIR/slurmctld.log)"
-    local i
-    for i in $(seq 50); do
+    local _
+    for _ in $(seq 50); do
       SLURM_CONF=$CONF timeout 5 scontrol ping 2>/dev/null | grep -q "is UP" && break; sleep 0.2
     done
     SLURM_CONF=$CONF scontrol ping 2>/dev/null | grep -q "is UP" \

@@ -108,9 +108,10 @@ const int *sp_spn_region_offsets(const sp_spn *s);
 int sp_spn_leaf_region(const sp_spn *s, int rep, int var);
 /* Parameter floats (without the table's alignment padding). */
 long sp_spn_n_params(const sp_spn *s);
-/* GEMM FLOPs per example (2 per multiply-add), for benchmarks: forward only
- * (backward = 0), or backward with (input_grads = 1) or without the leaf
- * input-gradient GEMM. */
+/* Useful GEMM FLOPs per example (2 per multiply-add), for benchmarks:
+ * forward only (backward = 0), or backward with (input_grads = 1) or without
+ * the leaf input-gradient GEMM. (With 2 leaf regions per repetition the leaf
+ * layer runs one dense GEMM that does twice these leaf flops: see spn.c.) */
 double sp_spn_flops(const sp_spn *s, int backward, int input_grads);
 
 #endif

@@ -22,18 +22,28 @@
 extern const sp_model_vtable sp_srnn_model;
 
 /* KL weight beta of a training step (MODELS.md: linear 0 -> 1 over the first
- * srnn.kl_warmup_epochs epochs, per step, then 1). With srnn.steps_per_epoch
- * = S > 0: beta = min(1, step / (warmup * S)), which is the reference's
- * schedule exactly. With S = 0 (unknown) the epoch number is all there is:
- * beta = min(1, epoch / warmup), a per-epoch staircase of the same ramp.
- * warmup = 0 gives beta = 1. */
-double sp_srnn_beta(const sp_config *cfg, int64_t step, int epoch);
+ * srnn.kl_warmup_epochs epochs, per step, then 1): beta = min(1, e / warmup)
+ * with e = epoch_float (epoch + fraction done; sp_batch.epoch_float), which
+ * is the reference's step / (warmup * steps_per_epoch) exactly. The key
+ * srnn.steps_per_epoch = S > 0 overrides e with step / S. warmup = 0 gives
+ * beta = 1. */
+double sp_srnn_beta(const sp_config *cfg, int64_t step, double epoch_float);
 
 /* The learning rate of epoch floor(epoch_float): lr while the epoch is below
  * srnn.lr_const_epochs (15), then divided by srnn.lr_decay (1.1) per epoch:
  * lr * decay^-(floor(epoch_float) - const + 1). (The reference set each
  * epoch's rate after the previous one, which is lr_const_epochs = 16 here.) */
 double sp_srnn_lr_at(const sp_config *cfg, double epoch_float);
+
+/* The vtable's eval for a batch of sequences of different lengths, padded
+ * to b->seq_len: lens[i] = frames of sequence i in x (counted as seq_len
+ * counts them; the padding's values are ignored), NULL = all seq_len. Each
+ * sequence's ELBO covers only its own frames, and its backward GRU starts at
+ * its own end, so the sums equal evaluating the sequences one by one (the
+ * same noise: stream id b->index[i]); batching them is what makes a TIMIT
+ * test pass fast (one utterance at a time runs matrix-vector products). */
+int sp_srnn_eval_lengths(void *model, sp_tape *t, const sp_params *p, const sp_batch *b,
+                         const int32_t *lens, double *num, double *den, sp_error *err);
 
 /* Parameter count of the configuration (the default TIMIT sizes with
  * smoothing: 17,227,152, the reference's count). */
@@ -52,6 +62,12 @@ long sp_srnn_param_count(const sp_config *cfg);
  * rows. */
 sp_tensor *sp_srnn_gru_seq(sp_tape *t, const sp_tensor *xproj, const sp_tensor *h0,
                            const sp_tensor *W_h, const sp_tensor *b, int reverse);
+/* The same with sequences of different lengths padded to T: row b's steps
+ * t >= len[b] leave its state unchanged (a backward GRU thus starts from
+ * h0, normally zero, at each sequence's own end). len NULL: all T. */
+sp_tensor *sp_srnn_gru_seq_len(sp_tape *t, const sp_tensor *xproj, const sp_tensor *h0,
+                               const sp_tensor *W_h, const sp_tensor *b, int reverse,
+                               const int *len);
 
 /* Weights of the four latent MLPs [prior mean, prior logvar, posterior mean,
  * posterior logvar]; each is f([input_t, z_{t-1}] W1 + b1) W2 + b2 with the

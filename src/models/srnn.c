@@ -54,8 +54,8 @@ static const sp_cfg_key srnn_keys[] = {
     {"srnn.kl_warmup_epochs", SP_CFG_FLOAT, "20",
      "KL weight rises linearly 0 -> 1 over this many epochs (0: always 1)", 0, 1e6, NULL, 0},
     {"srnn.steps_per_epoch", SP_CFG_INT, "0",
-     "steps per epoch for the per-step KL ramp (0: unknown, ramp per whole epoch)", 0, 1e15, NULL,
-     0},
+     "override: KL ramp from step / this instead of the trainer's epoch progress (0: off)", 0,
+     1e15, NULL, 0},
     {"srnn.lr_const_epochs", SP_CFG_INT, "15", "epochs at the base lr before the decay starts", 0,
      1e9, NULL, 0},
     {"srnn.lr_decay", SP_CFG_FLOAT, "1.1", "lr divided by this once per epoch after that", 1, 1e3,
@@ -94,15 +94,15 @@ static long state_width(const srnn *m) { return (long)m->D + m->Z + m->F; }
 
 /* ---- schedules ---- */
 
-static double beta_of(double warmup, double spe, int64_t step, int epoch) {
+static double beta_of(double warmup, double spe, int64_t step, double epoch_float) {
     if (warmup <= 0.0) return 1.0;
-    double e = spe > 0.0 ? (double)step / spe : (double)epoch;
+    double e = spe > 0.0 ? (double)step / spe : epoch_float;
     return e >= warmup ? 1.0 : e / warmup;
 }
 
-double sp_srnn_beta(const sp_config *cfg, int64_t step, int epoch) {
+double sp_srnn_beta(const sp_config *cfg, int64_t step, double epoch_float) {
     return beta_of(sp_config_float(cfg, "srnn.kl_warmup_epochs"),
-                   (double)sp_config_int(cfg, "srnn.steps_per_epoch"), step, epoch);
+                   (double)sp_config_int(cfg, "srnn.steps_per_epoch"), step, epoch_float);
 }
 
 double sp_srnn_lr_at(const sp_config *cfg, double epoch_float) {
@@ -291,6 +291,7 @@ typedef struct chunk_in {
     uint64_t seed;
     uint32_t site;
     float beta;
+    const int *tlen;  // (B) target frames of each stream (padded batches, eval only), or NULL
 } chunk_in;
 
 static sp_tensor *mlp_layer(sp_tape *t, sp_tensor *x, const sp_params *p, int w, int b) {
@@ -344,8 +345,8 @@ static int forward(srnn *m, sp_tape *t, const sp_params *p, const chunk_in *c, f
     sp_tensor *in_a = sp_concat_last(t, d, Ex), *a;
     if (m->smooth) {
         sp_tensor *Xa = sp_linear(t, in_a, sp_params_tensor(t, p, m->awx), NULL);
-        a = sp_srnn_gru_seq(t, Xa, NULL, sp_params_tensor(t, p, m->awh),
-                            sp_params_tensor(t, p, m->ab), 1);
+        a = sp_srnn_gru_seq_len(t, Xa, NULL, sp_params_tensor(t, p, m->awh),
+                                sp_params_tensor(t, p, m->ab), 1, c->tlen);
     } else {
         a = mlp_layer(t, mlp_layer(t, in_a, p, m->f1w, m->f1b), p, m->f2w, m->f2b);
     }
@@ -372,11 +373,13 @@ static int forward(srnn *m, sp_tape *t, const sp_params *p, const chunk_in *c, f
     return SP_OK;
 }
 
-/* Per-stream sums over the chunk's frames: ll_i, kl_i. */
-static void stream_sums(const fwd *o, int B, double *ll, double *kl) {
+/* Per-stream sums over the chunk's frames (the first tlen[i] when given):
+ * ll_i, kl_i. */
+static void stream_sums(const fwd *o, int B, const int *tlen, double *ll, double *kl) {
     for (int i = 0; i < B; i++) ll[i] = kl[i] = 0.0;
     for (int s = 0; s < o->T; s++)
         for (int i = 0; i < B; i++) {
+            if (tlen && s >= tlen[i]) continue;
             ll[i] += o->ll->val[(size_t)s * B + i];
             kl[i] += o->kl->val[(size_t)s * B + i];
         }
@@ -444,7 +447,9 @@ static sp_tensor *srnn_loss(void *mv, sp_tape *t, const sp_params *p, const sp_b
     fwd o;
     if (chunk_from_batch(m, t, b, 1, &c, err)) return NULL;
     c.site = SITE_Z_TRAIN;
-    c.beta = (float)beta_of(m->warmup, m->spe, b->step, b->epoch);
+    // a caller that fills only the whole epoch still gets the staircase of the ramp
+    double ef = b->epoch_float > (double)b->epoch ? b->epoch_float : (double)b->epoch;
+    c.beta = (float)beta_of(m->warmup, m->spe, b->step, ef);
     if (forward(m, t, p, &c, &o, err)) return NULL;
     const int B = b->n, D = m->D, Z = m->Z, F = m->F, T = o.T;
     if (term_sums) {
@@ -454,7 +459,7 @@ static sp_tensor *srnn_loss(void *mv, sp_tape *t, const sp_params *p, const sp_b
             return NULL;
         }
         double *kl = ll + B;
-        stream_sums(&o, B, ll, kl);
+        stream_sums(&o, B, NULL, ll, kl);
         term_sums[0] = term_sums[1] = term_sums[2] = 0.0;
         for (int i = 0; i < B; i++) {
             term_sums[0] += ll[i] - kl[i];
@@ -476,15 +481,28 @@ static sp_tensor *srnn_loss(void *mv, sp_tape *t, const sp_params *p, const sp_b
 
 /* One posterior sample, zero initial state, beta = 1; the carried training
  * state is neither read nor written. */
-static int srnn_eval(void *mv, sp_tape *t, const sp_params *p, const sp_batch *b, double *num,
-                     double *den, sp_error *err) {
+int sp_srnn_eval_lengths(void *mv, sp_tape *t, const sp_params *p, const sp_batch *b,
+                         const int32_t *lens, double *num, double *den, sp_error *err) {
     srnn *m = mv;
     chunk_in c;
     fwd o;
     int rc = chunk_from_batch(m, t, b, 0, &c, err);
     if (rc) return rc;
+    int *tlen = NULL;
+    if (lens) {
+        tlen = sp_tape_alloc(t, (size_t)b->n * sizeof(int));
+        if (!tlen) return sp_fail(err, SP_ERUNTIME, "srnn: out of memory");
+        const int lo = b->x_first_is_input ? 2 : 1, L = b->seq_len ? b->seq_len : CHUNK;
+        for (int i = 0; i < b->n; i++) {
+            if (lens[i] < lo || lens[i] > L)
+                return sp_fail(err, SP_EINPUT, "srnn: sequence %d of the batch has %d frames "
+                                               "(must be %d..%d)", i, (int)lens[i], lo, L);
+            tlen[i] = lens[i] - (b->x_first_is_input ? 1 : 0);
+        }
+    }
     c.site = SITE_Z_EVAL;
     c.beta = 1.0f;
+    c.tlen = tlen;
     int was = sp_tape_grad_enabled(t);
     sp_tape_set_grad(t, 0);
     rc = forward(m, t, p, &c, &o, err);
@@ -493,12 +511,17 @@ static int srnn_eval(void *mv, sp_tape *t, const sp_params *p, const sp_batch *b
     double *ll = sp_tape_alloc(t, 2 * (size_t)b->n * sizeof(double));
     if (!ll) return sp_fail(err, SP_ERUNTIME, "srnn: out of memory");
     double *kl = ll + b->n;
-    stream_sums(&o, b->n, ll, kl);
+    stream_sums(&o, b->n, tlen, ll, kl);
     for (int i = 0; i < b->n; i++) {
         num[0] += ll[i] - kl[i], den[0] += 1.0;
-        num[1] += ll[i] - kl[i], den[1] += (double)o.T * m->F;
+        num[1] += ll[i] - kl[i], den[1] += (double)(tlen ? tlen[i] : o.T) * m->F;
     }
     return SP_OK;
+}
+
+static int srnn_eval(void *mv, sp_tape *t, const sp_params *p, const sp_batch *b, double *num,
+                     double *den, sp_error *err) {
+    return sp_srnn_eval_lengths(mv, t, p, b, NULL, num, den, err);
 }
 
 /* ---- carried state ---- */

@@ -125,6 +125,12 @@ static void gruseq_backward(void *p) {
 
 sp_tensor *sp_srnn_gru_seq(sp_tape *t, const sp_tensor *xproj, const sp_tensor *h0,
                            const sp_tensor *W_h, const sp_tensor *b, int reverse) {
+    return sp_srnn_gru_seq_len(t, xproj, h0, W_h, b, reverse, NULL);
+}
+
+sp_tensor *sp_srnn_gru_seq_len(sp_tape *t, const sp_tensor *xproj, const sp_tensor *h0,
+                               const sp_tensor *W_h, const sp_tensor *b, int reverse,
+                               const int *len) {
     if (!xproj || !W_h || !b || xproj->ndim != 3 || W_h->ndim != 2) goto bad;
     const int T = xproj->shape[0], B = xproj->shape[1], G = xproj->shape[2], H = G / 3;
     if (G % 3 || !shape_is(W_h, 2, H, G, 0) || b->size != G) goto bad;
@@ -154,6 +160,17 @@ sp_tensor *sp_srnn_gru_seq(sp_tape *t, const sp_tensor *xproj, const sp_tensor *
             for (int bi = 0; bi < B; bi++) {
                 float *ar = a + (size_t)bi * G;
                 const float *xr = x + (size_t)bi * G;
+                if (len && tt >= len[bi]) {
+                    // past the sequence's end: u = 0 makes the step the identity,
+                    // and the backward then passes dh through with zero gate grads
+                    for (int n = n0; n < n1; n++) {
+                        const size_t i = (size_t)bi * H + n;
+                        o[i] = hp ? hp[i] : 0.0f;
+                        hct[i] = 0.0f;
+                        ar[n] = ar[H + n] = ar[2 * H + n] = 0.0f;
+                    }
+                    continue;
+                }
                 for (int n = n0; n < n1; n++) {
                     const size_t i = (size_t)bi * H + n;
                     float r = sigmoidf(xr[n] + ar[n] + bv[n]);

@@ -44,7 +44,8 @@
  * well above FLT_MIN, so the GEMMs do not meet denormals. */
 #define EXP_CUT 40.0f
 /* Floor of a sum's linear value: it is at least the weight of its largest
- * child, so this only guards log(0) when weights themselves underflow. */
+ * child, so this only guards log(0) when weights themselves underflow.
+ * Applied as (z < Z_MIN ? Z_MIN : z) so a NaN passes through. */
 #define Z_MIN 1e-30f
 
 struct sp_spn {
@@ -655,7 +656,7 @@ static void forward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch *
                     int exact = sc->ca[n] != 0.0f && sc->cb[n] != 0.0f;
                     for (int k = 0; k < S; k++) {
                         float zz = z[n * vso + k];
-                        v[n * vso + k] = exact ? sh : sh + logf(zz > Z_MIN ? zz : Z_MIN);
+                        v[n * vso + k] = exact ? sh : sh + logf(zz < Z_MIN ? Z_MIN : zz);
                     }
                 }
             }
@@ -689,7 +690,7 @@ static void forward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch *
         }
         c->rootM[n0 + n] = M;
         c->rootT[n0 + n] = T;
-        c->out->val[n0 + n] = exact ? M : M + logf(T > Z_MIN ? T : Z_MIN);
+        c->out->val[n0 + n] = exact ? M : M + logf(T < Z_MIN ? Z_MIN : T);
     }
 }
 
@@ -718,7 +719,7 @@ static void backward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch 
             for (int n = 0; n < nb; n++) {
                 float T = c->rootT[n0 + n];
                 sc->gz[n] = g[n] * expf(c->mr[(n0 + n) * R + r] - c->rootM[n0 + n]) /
-                            (T > Z_MIN ? T : Z_MIN);
+                            (T < Z_MIN ? Z_MIN : T);
             }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, w, w, 1.0f, sc->eb, w, Wr, w,
                         0.0f, sc->ta, w);
@@ -751,7 +752,7 @@ static void backward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch 
                 for (int n = 0; n < nb; n++)
                     for (int k = 0; k < S; k++) {
                         float zz = z[n * vso + k];
-                        sc->gz[(long)n * S + k] = gS[n * vso + k] / (zz > Z_MIN ? zz : Z_MIN);
+                        sc->gz[(long)n * S + k] = gS[n * vso + k] / (zz < Z_MIN ? Z_MIN : zz);
                     }
                 const long ao = ((long)r * s->groups[l - 1] + 2 * gi) * w;
                 const float *a = c->V[l - 1] + n0 * vsi + ao;
@@ -818,7 +819,7 @@ static void backward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch 
                     (int)D3, sc->gV[0], cols, 1.0f, part, cols);
         if (need_in)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, (int)D3, cols, 1.0f, sc->gV[0],
-                        cols, c->der, cols, 0.0f, sc->gfp, (int)D3);
+                        cols, c->der, cols, 1.0f, sc->gfp, (int)D3); /* gfp zeroed above */
     }
     if (!need_in) return;
     if (s->dense) {

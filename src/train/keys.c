@@ -20,6 +20,8 @@ const sp_cfg_key sp_train_keys[] = {
      0, 1e12, NULL, 0},
     {"eval_n", SP_CFG_INT, "1000", "examples per periodic evaluation (the full split at the end)", 1,
      1e12, NULL, 0},
+    {"eval_final", SP_CFG_BOOL, "true",
+     "evaluate on the full split when training ends (benchmarks turn it off)", 0, 0, NULL, 0},
     {"eval_split", SP_CFG_STRING, "test", "split of periodic evaluations (and best.h5)", 0, 0,
      "test|valid", 0},
     {"log_every", SP_CFG_INT, "10", "progress line every N steps", 1, 1e12, NULL, 0},

@@ -869,7 +869,8 @@ int sp_train_run(const sp_train_opts *o, sp_dist *dist, sp_error *err) {
     }
     if (!rc) {
         rc = save_checkpoint(T, 0, err);
-        if (!rc && !stopped && !time_up && T->step > start_step) rc = run_eval(T, 0, 1, err);
+        if (!rc && !stopped && !time_up && T->step > start_step && sp_config_bool(T->cfg, "eval_final"))
+            rc = run_eval(T, 0, 1, err);
     }
     if (T->rank == 0 && T->metrics) {
         sp_error e2 = {0};
