@@ -72,6 +72,7 @@ int sp_dataset_inspect(const char *path, FILE *out, sp_error *err);
 typedef struct sp_scenes_data {
     sp_dataset *ds;
     long n_train, n_test;
+    long n_valid;    /* -1 when the file has no /valid (it is optional) */
     int max_objects; /* second dim of /SPLIT/boxes */
 } sp_scenes_data;
 
@@ -80,7 +81,8 @@ typedef struct sp_scenes_data {
  * same MAX in both splits. */
 int sp_scenes_data_open(sp_scenes_data *s, const char *path, sp_error *err);
 void sp_scenes_data_close(sp_scenes_data *s);
-/* Rows of split "train" or "test" (-1 for another name). */
+/* Rows of split "train", "test" or "valid" (-1 for another name, or for
+ * "valid" when the file has none). */
 long sp_scenes_data_size(const sp_scenes_data *s, const char *split);
 /* images (n,50,50) in [0,1]; counts (n); boxes (n,MAX,4); counts or boxes
  * may be NULL. */

@@ -77,6 +77,7 @@ typedef struct sp_scenes_opts {
     const char *source; /* "fashion-mnist" or "mnist-idx:DIR" (objects only) */
     sp_scene_spec spec;
     long n_train, n_test; /* < 0: the kind's default (60000/10000 objects, 40000/10000 sprites) */
+    long n_valid;         /* > 0: also /valid, the training stream's next n_valid scenes */
     /* Optional progress report, called from the calling thread after each
      * block of scenes is written. */
     void (*progress)(void *ctx, const char *split, long done, long total);

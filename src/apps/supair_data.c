@@ -139,6 +139,8 @@ static void scenes_help(FILE *f) {
             "  --max-objects N        count ~ U{0..N} (default 2; objects <= %d, sprites <= %d)\n"
             "  --train N              training scenes (default 60000 objects, 40000 sprites)\n"
             "  --test N               test scenes (default 10000)\n"
+            "  --valid N              also N validation scenes (/valid), carved from the\n"
+            "                         training stream (for model selection; default 0)\n"
             "  --seed S               seed (default 0); same flags + seed = same file bytes\n"
             "Exit: 0 ok, 1 bad flag or input, 2 runtime failure, 3 interrupted (no file left).\n",
             SP_FASHION_MNIST_DIR, SP_SCENES_MAX_OBJECTS, SP_SPRITES_MAX_OBJECTS);
@@ -202,6 +204,8 @@ static int cmd_scenes(int argc, char **argv) {
             if (parse_long(&it, 0, 100000000, &o.n_train)) return 1;
         } else if (!strcmp(f, "--test")) {
             if (parse_long(&it, 0, 100000000, &o.n_test)) return 1;
+        } else if (!strcmp(f, "--valid")) {
+            if (parse_long(&it, 0, 100000000, &o.n_valid)) return 1;
         } else if (!strcmp(f, "--seed")) {
             if (parse_u64(&it, &o.spec.seed)) return 1;
         } else {

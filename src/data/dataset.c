@@ -727,11 +727,13 @@ int sp_scenes_data_open(sp_scenes_data *s, const char *path, sp_error *err) {
     memset(s, 0, sizeof *s);
     int rc = sp_dataset_open(&s->ds, path, err);
     if (rc) return rc;
-    static const char *splits[2] = {"train", "test"};
-    long n[2] = {0, 0}, maxo = -1;
-    for (int i = 0; i < 2 && !rc; i++) {
+    /* train and test are required; valid (model selection) is optional. */
+    static const char *splits[3] = {"train", "test", "valid"};
+    long n[3] = {0, 0, -1}, maxo = -1;
+    for (int i = 0; i < 3 && !rc; i++) {
         char name[64];
         long dims[3];
+        if (i == 2 && !sp_dataset_has(s->ds, "/valid/images")) break;
         const long img_row[2] = {SP_SCENE_SIZE, SP_SCENE_SIZE};
         snprintf(name, sizeof name, "/%s/images", splits[i]);
         rc = sp_dataset_check(s->ds, name, 3, img_row, dims, err);
@@ -767,6 +769,7 @@ int sp_scenes_data_open(sp_scenes_data *s, const char *path, sp_error *err) {
     }
     s->n_train = n[0];
     s->n_test = n[1];
+    s->n_valid = n[2];
     s->max_objects = (int)maxo;
     return SP_OK;
 }
@@ -780,13 +783,15 @@ void sp_scenes_data_close(sp_scenes_data *s) {
 long sp_scenes_data_size(const sp_scenes_data *s, const char *split) {
     if (!strcmp(split, "train")) return s->n_train;
     if (!strcmp(split, "test")) return s->n_test;
+    if (!strcmp(split, "valid")) return s->n_valid;
     return -1;
 }
 
 int sp_scenes_data_read(sp_scenes_data *s, const char *split, const long *idx, long n,
                         float *images, int32_t *counts, float *boxes, sp_error *err) {
     if (sp_scenes_data_size(s, split) < 0)
-        return sp_fail(err, SP_EINPUT, "%s: no split '%s' (train, test)", s->ds->path, split);
+        return sp_fail(err, SP_EINPUT, "%s: no split '%s' (train, test%s)", s->ds->path, split,
+                       s->n_valid >= 0 ? ", valid" : "");
     char name[64];
     snprintf(name, sizeof name, "/%s/images", split);
     int rc = sp_dataset_read_rows(s->ds, name, idx, n, images, SP_SCENE_PIXELS, err);

@@ -316,6 +316,7 @@ void sp_scenes_opts_default(sp_scenes_opts *o) {
     o->spec.seed = 0;
     o->n_train = -1;
     o->n_test = -1;
+    o->n_valid = 0;
 }
 
 /* ---- source ---- */
@@ -483,7 +484,9 @@ static int write_chunks(hid_t d, long start, long nb, const uint8_t *raw, size_t
     return bad ? -1 : 0;
 }
 
-static int write_split(hid_t file, const char *split_name, int split, long n,
+/* Writes scenes first .. first+n-1 of RNG split `split` as group
+ * /split_name (the validation split continues the training stream). */
+static int write_split(hid_t file, const char *split_name, int split, long first, long n,
                        const sp_scene_spec *spec, const sp_scene_pool *pool, block_buf *b,
                        const sp_scenes_opts *o, const char *tmp, sp_error *err) {
     const int m = spec->max_objects;
@@ -515,7 +518,7 @@ static int write_split(hid_t file, const char *split_name, int split, long n,
         }
         long nb = n - start < BLOCK ? n - start : BLOCK;
         rc = sp_scenes_make_range(b->images, b->counts, b->boxes, b->labels, spec, pool, split,
-                                  start, nb, err);
+                                  first + start, nb, err);
         if (rc) break;
         const uint8_t *img = (const uint8_t *)b->images;
         if (as_u8) {
@@ -629,7 +632,12 @@ int sp_scenes_build(const sp_scenes_opts *o, sp_error *err) {
         if (!sprites)
             pool = (sp_scene_pool){src.images[s].data, src.labels[s].data, src.images[s].n,
                                    src.images[s].rows};
-        rc = write_split(file, names[s], s, n[s], spec, &pool, &b, o, tmp, err);
+        rc = write_split(file, names[s], s, 0, n[s], spec, &pool, &b, o, tmp, err);
+        /* Validation scenes are carved from the training stream: scenes
+         * n_train .. n_train+n_valid-1 of split 0, made from the training
+         * items, so model selection never looks at the test split. */
+        if (!rc && s == 0 && o->n_valid > 0)
+            rc = write_split(file, "valid", 0, n[0], o->n_valid, spec, &pool, &b, o, tmp, err);
     }
     free(b.images);
     free(b.bytes);
