@@ -5,7 +5,9 @@
  * at 1 and 2 threads. Prints frames/s, the time split forward / backward /
  * Adam, and the achieved GFLOP/s of the model's matrix products next to a
  * plain cblas_sgemm measured in the same run (shape 1536 x 3072 x 1024, like
- * the model's own).
+ * the model's own), each per wall second and per CPU second of each thread
+ * (the [cpu] columns: on a shared, busy machine the wall clock also counts
+ * other jobs' time; the ratio "of it" compares CPU-second rates).
  * Reference point: a PyTorch implementation runs 979 frames/s per core at
  * TIMIT sizes (target: 1.5x that).
  * Options: --steps N (timed steps per row, default 1, after a warm-up

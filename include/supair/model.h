@@ -51,6 +51,10 @@ typedef struct sp_batch {
     /* 1: x[:, 0] is input only (TIMIT test utterances: "first frame only as
      * input"), the targets are x[:, 1:], and the ELBO covers seq_len-1 frames. */
     int x_first_is_input;
+    /* (n) frames of each sequence in x when they differ (padded to seq_len;
+     * padding ignored), NULL when all have seq_len. Evaluation batches
+     * utterances of different lengths this way. */
+    const int32_t *seq_lens;
 } sp_batch;
 
 typedef struct sp_model_vtable {

@@ -19,4 +19,13 @@ const sp_model_vtable *sp_model_find(const char *name) {
     return NULL;
 }
 
-const char *sp_model_names(void) { return "supair"; }
+/* Built from the table once, so the list in messages cannot drift from it. */
+const char *sp_model_names(void) {
+    static char names[256];
+    if (!names[0])
+        for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
+            if (i) strncat(names, ", ", sizeof names - strlen(names) - 1);
+            strncat(names, models[i]->name, sizeof names - strlen(names) - 1);
+        }
+    return names;
+}

@@ -321,6 +321,8 @@ static int forward(srnn *m, sp_tape *t, const sp_params *p, const chunk_in *c, f
             memcpy(U->val + ((size_t)(s + 1) * B + i) * F, c->x + i * c->x_stride + (long)s * F,
                    (size_t)F * sizeof(float));
     }
+    // each stream's noise is its own counter stream: any thread count gives the same draws
+#pragma omp parallel for schedule(static) if ((long)B * T * Z >= 65536L)
     for (int i = 0; i < B; i++) {
         sp_rng r;
         int64_t g = c->index ? c->index[i] : i;
@@ -521,7 +523,7 @@ int sp_srnn_eval_lengths(void *mv, sp_tape *t, const sp_params *p, const sp_batc
 
 static int srnn_eval(void *mv, sp_tape *t, const sp_params *p, const sp_batch *b, double *num,
                      double *den, sp_error *err) {
-    return sp_srnn_eval_lengths(mv, t, p, b, NULL, num, den, err);
+    return sp_srnn_eval_lengths(mv, t, p, b, b->seq_lens, num, den, err);
 }
 
 /* ---- carried state ---- */
@@ -544,8 +546,9 @@ const sp_model_vtable sp_srnn_model = {
     .layout = SP_DATA_STREAMS,
     .keys = srnn_keys,
     .n_keys = (int)(sizeof srnn_keys / sizeof srnn_keys[0]),
+    // evaluation walks whole test sequences: periodic ones sparse and short
     .shared_defaults = "batch_size=64\nlr=0.001\nepochs=50\nadam_form=lasagne\nadam_eps=1e-4\n"
-                       "clip_norm=3000\nclip_value=1000\n",
+                       "clip_norm=3000\nclip_value=1000\neval_every=500\neval_n=200\n",
     .row_ndim = 2,
     .row_shape = {CHUNK, FRAME, 0},
     .train_terms = srnn_train_terms,

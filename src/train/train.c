@@ -178,39 +178,64 @@ static void ensure_perm(trainer *T) {
 
 /* ------------------------------------------------------------------ eval */
 
-/* Speech: sequences [lo, hi) one at a time (utterances differ in length),
- * each from zero state with one posterior sample. */
+/* Speech: sequences [lo, hi) in batches of up to EVAL_SEQ_BATCH, padded to
+ * the batch's longest (utterances differ in length; batching turns the
+ * recurrences' matrix-vector products into matrix products). Each from zero
+ * state with one posterior sample. */
+#define EVAL_SEQ_BATCH 16
 static int evaluate_sequences(trainer *T, const char *split, int64_t lo, int64_t hi, double *num,
                               double *den, sp_error *err) {
-    int frame = T->sdata.frame, rc = SP_OK;
-    int64_t cap = 0;
-    float *x = NULL, u0[512];
-    for (int64_t k = lo; k < hi && !rc; k++) {
-        int64_t frames = sp_streams_seq_frames(&T->sdata, split, k);
-        if (frames < 2) {
-            rc = sp_fail(err, SP_EINPUT, "%s: /%s sequence %lld has %lld frames (need 2)", T->data_path,
-                         split, (long long)k, (long long)frames);
-            break;
+    const int frame = T->sdata.frame;
+    int rc = SP_OK;
+    int64_t cap = 0, ids[EVAL_SEQ_BATCH];
+    int32_t lens[EVAL_SEQ_BATCH];
+    float *x = NULL, *one = NULL, *u0 = malloc((size_t)EVAL_SEQ_BATCH * (size_t)frame * sizeof *u0);
+    if (!u0) return sp_fail(err, SP_ERUNTIME, "out of memory");
+    for (int64_t k0 = lo; k0 < hi && !rc; k0 += EVAL_SEQ_BATCH) {
+        int n = (int)(hi - k0 < EVAL_SEQ_BATCH ? hi - k0 : EVAL_SEQ_BATCH);
+        int64_t longest = 0;
+        for (int i = 0; i < n && !rc; i++) {
+            int64_t f = sp_streams_seq_frames(&T->sdata, split, k0 + i);
+            if (f < 2)
+                rc = sp_fail(err, SP_EINPUT, "%s: /%s sequence %lld has %lld frames (need 2)",
+                             T->data_path, split, (long long)(k0 + i), (long long)f);
+            lens[i] = (int32_t)f;
+            ids[i] = k0 + i;
+            if (f > longest) longest = f;
         }
-        if (frames > cap) {
-            float *nx = realloc(x, (size_t)frames * (size_t)frame * sizeof *x);
-            if (!nx) {
-                rc = sp_fail(err, SP_ERUNTIME, "out of memory for a %lld-frame sequence", (long long)frames);
+        if (rc) break;
+        if (longest > cap) {
+            float *nx = realloc(x, (size_t)EVAL_SEQ_BATCH * (size_t)longest * (size_t)frame * sizeof *x);
+            float *no = realloc(one, (size_t)longest * (size_t)frame * sizeof *one);
+            if (nx) x = nx;
+            if (no) one = no;
+            if (!nx || !no) {
+                rc = sp_fail(err, SP_ERUNTIME, "out of memory for %d sequences of %lld frames", n,
+                             (long long)longest);
                 break;
             }
-            x = nx, cap = frames;
+            cap = longest;
         }
-        int first_is_input = 0;
-        if ((rc = sp_streams_read_seq(&T->sdata, split, k, x, u0, &first_is_input, err))) break;
-        int64_t id = k;
-        sp_batch b = {.n = 1, .global_n = 1, .index = &id, .x = x, .step = 0, .reset_state = 1,
+        int first_is_input = 0, all_full = 1;
+        for (int i = 0; i < n && !rc; i++) {
+            rc = sp_streams_read_seq(&T->sdata, split, k0 + i, one, u0 + (size_t)i * frame,
+                                     &first_is_input, err);
+            size_t row = (size_t)longest * (size_t)frame, have = (size_t)lens[i] * (size_t)frame;
+            memcpy(x + (size_t)i * row, one, have * sizeof *x);
+            memset(x + (size_t)i * row + have, 0, (row - have) * sizeof *x); /* padding */
+            all_full &= lens[i] == longest;
+        }
+        if (rc) break;
+        sp_batch b = {.n = n, .global_n = n, .index = ids, .x = x, .step = 0, .reset_state = 1,
                       .seed = (uint64_t)sp_config_int(T->cfg, "seed") ^ EVAL_SEED_MIX,
-                      .seq_len = (int)frames, .frame = frame, .u0 = first_is_input ? NULL : u0,
-                      .x_first_is_input = first_is_input};
+                      .seq_len = (int)longest, .frame = frame, .u0 = first_is_input ? NULL : u0,
+                      .x_first_is_input = first_is_input, .seq_lens = all_full ? NULL : lens};
         sp_tape_reset(T->tape);
         rc = T->vt->eval(T->model, T->tape, &T->params, &b, num, den, err);
     }
     free(x);
+    free(one);
+    free(u0);
     return rc;
 }
 
