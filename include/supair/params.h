@@ -27,7 +27,17 @@ typedef struct sp_params {
     int n_entries, cap_entries;
     long total;     /* floats in each buffer, padding included */
     float *val, *grad, *adam_m, *adam_v;
+    /* (n_entries) per step: the tape's node count when entry i was first
+     * viewed (sp_params_tensor), so no node before it can write its
+     * gradient: once backward has run node first_use[i], entry i's gradient
+     * is final. SP_PARAMS_UNSEEN for entries not viewed this step (their
+     * gradients may be written directly, so they count as final only when
+     * backward ends). Reset by sp_params_reset_use. */
+    long *first_use;
 } sp_params;
+
+#define SP_PARAMS_UNSEEN (-1L)
+void sp_params_reset_use(sp_params *p);
 
 void sp_params_init(sp_params *p);
 void sp_params_free(sp_params *p);

@@ -70,6 +70,12 @@ int sp_tape_record(sp_tape *t, sp_backward_fn fn, void *ctx);
  * nodes in reverse. */
 void sp_tape_backward(sp_tape *t, sp_tensor *loss, float seed);
 
+/* Called after each backward node with that node's index (decreasing to 0):
+ * lets the trainer start reducing gradients that are already final while
+ * backward goes on. NULL removes it. */
+typedef void (*sp_tape_hook)(void *ctx, size_t node);
+void sp_tape_set_backward_hook(sp_tape *t, sp_tape_hook fn, void *ctx);
+
 int sp_tape_failed(const sp_tape *t);
 void sp_tape_set_failed(sp_tape *t);
 size_t sp_tape_nodes(const sp_tape *t);

@@ -20,6 +20,7 @@ void sp_params_free(sp_params *p) {
     free(p->grad);
     free(p->adam_m);
     free(p->adam_v);
+    free(p->first_use);
     memset(p, 0, sizeof *p);
 }
 
@@ -96,6 +97,9 @@ int sp_params_finalize(sp_params *p, sp_error *err) {
         p->val = p->grad = p->adam_m = p->adam_v = NULL;
         return sp_fail(err, SP_ERUNTIME, "params: out of memory allocating 4 x %ld floats", total);
     }
+    p->first_use = malloc((size_t)(p->n_entries > 0 ? p->n_entries : 1) * sizeof *p->first_use);
+    if (!p->first_use) return sp_fail(err, SP_ERUNTIME, "params: out of memory");
+    sp_params_reset_use(p);
     return SP_OK;
 }
 
@@ -111,7 +115,12 @@ sp_tensor *sp_params_tensor(sp_tape *t, const sp_params *p, int i) {
         return NULL;
     }
     const sp_param_entry *e = &p->entries[i];
+    if (p->first_use && p->first_use[i] == SP_PARAMS_UNSEEN) p->first_use[i] = (long)sp_tape_nodes(t);
     return sp_tensor_view(t, p->val + e->offset, p->grad + e->offset, e->ndim, e->shape);
+}
+
+void sp_params_reset_use(sp_params *p) {
+    for (int i = 0; p->first_use && i < p->n_entries; i++) p->first_use[i] = SP_PARAMS_UNSEEN;
 }
 
 float *sp_params_val(const sp_params *p, int i) { return p->val + p->entries[i].offset; }

@@ -17,6 +17,8 @@ struct sp_tape {
      * resets), so recording never reallocates after the first step. */
     node *nodes;
     size_t n_nodes, cap_nodes;
+    sp_tape_hook hook;
+    void *hook_ctx;
 };
 
 sp_tape *sp_tape_create(size_t initial_arena_bytes) {
@@ -145,8 +147,16 @@ int sp_tape_record(sp_tape *t, sp_backward_fn fn, void *ctx) {
     return 0;
 }
 
+void sp_tape_set_backward_hook(sp_tape *t, sp_tape_hook fn, void *ctx) {
+    t->hook = fn;
+    t->hook_ctx = ctx;
+}
+
 void sp_tape_backward(sp_tape *t, sp_tensor *loss, float seed) {
     if (!loss || !loss->grad) return;
     loss->grad[0] += seed;
-    for (size_t i = t->n_nodes; i-- > 0;) t->nodes[i].fn(t->nodes[i].ctx);
+    for (size_t i = t->n_nodes; i-- > 0;) {
+        t->nodes[i].fn(t->nodes[i].ctx);
+        if (t->hook) t->hook(t->hook_ctx, i);
+    }
 }

@@ -686,6 +686,32 @@ static int64_t target_step(const trainer *T, const sp_train_opts *o) {
     return epochs * T->steps_per_epoch;
 }
 
+/* Backward hook: entries whose first forward use is at or after `node`
+ * have their final gradient once node has run. Buckets go from the top of
+ * the buffer down (SP_DIST_DESCENDING): the largest offset below which some
+ * entry is not final yet is the boundary; everything above it can be
+ * reduced while backward continues. */
+typedef struct overlap_ctx {
+    trainer *T;
+    long boundary;
+    int rc;
+    sp_error err;
+} overlap_ctx;
+
+static void overlap_hook(void *vctx, size_t node) {
+    overlap_ctx *o = vctx;
+    const sp_params *p = &o->T->params;
+    long boundary = o->boundary;
+    for (int i = p->n_entries - 1; i >= 0; i--) {
+        long fu = p->first_use[i];
+        if (fu == SP_PARAMS_UNSEEN || fu < (long)node) break;
+        boundary = p->entries[i].offset;
+    }
+    if (boundary < o->boundary) o->boundary = boundary;
+    /* Also tests the started buckets: Open MPI progresses them only here. */
+    if (!o->rc) o->rc = sp_dist_bucket_ready(o->T->dist, o->boundary, &o->err);
+}
+
 /* One optimisation step. Returns SP_OK, or an error agreed by all ranks.
  * *applied = 0 when the reduced gradient was not finite (step skipped). */
 static int train_step(trainer *T, double *terms, double *loss_out, double *gnorm, double *compute_s,
@@ -704,6 +730,7 @@ static int train_step(trainer *T, double *terms, double *loss_out, double *gnorm
         rc = read_rows(T, "train", T->idx, T->local_b, err);
     }
     double local[SP_MAX_TERMS + 1] = {0};
+    sp_tensor *loss = NULL;
     if (!rc) {
         sp_batch b = {.n = T->local_b, .global_n = T->global_b, .index = T->idx, .x = T->x,
                       .counts = T->counts, .boxes = T->boxes, .max_objects = T->data.max_objects,
@@ -714,22 +741,36 @@ static int train_step(trainer *T, double *terms, double *loss_out, double *gnorm
                       .u0 = T->streams && T->epoch_pos == 0 ? T->u0 : NULL};
         sp_tape_reset(T->tape);
         sp_params_zero_grad(&T->params);
-        sp_tensor *loss = vt->loss(T->model, T->tape, &T->params, &b, local + 1, err);
+        sp_params_reset_use(&T->params);
+        loss = vt->loss(T->model, T->tape, &T->params, &b, local + 1, err);
         if (!loss || sp_tape_failed(T->tape)) {
             if (!err->code) sp_fail(err, SP_ERUNTIME, "model %s: out of memory in the step", vt->name);
             rc = err->code ? err->code : SP_ERUNTIME;
         } else {
             local[0] = loss->val[0];
-            sp_tape_backward(T->tape, loss, 1.0f);
         }
     }
-    double t1 = sp_time_now();
-    if ((rc = agree(T, rc, err))) return rc;
+    /* Gradient SUMS are reduced while backward runs (buckets start as their
+     * entries become final), then scaled to the mean over the global batch.
+     * Every rank issues the same collectives, so a rank whose forward failed
+     * still takes part (with zero gradients) before the failure is agreed. */
     sp_dist_comm_take(T->dist);
-    /* Sum over ranks, then the mean over the global batch. */
-    if ((rc = sp_dist_allreduce_sum(T->dist, T->params.grad, T->params.total,
-                                    1.0f / (float)T->global_b, err)))
-        return rc;
+    sp_error e2 = {0};
+    int arc = sp_dist_allreduce_begin(T->dist, T->params.grad, T->params.total, SP_DIST_DESCENDING, &e2);
+    overlap_ctx ov = {.T = T, .boundary = T->params.total};
+    if (!rc && !arc) {
+        sp_tape_set_backward_hook(T->tape, overlap_hook, &ov);
+        sp_tape_backward(T->tape, loss, 1.0f);
+        sp_tape_set_backward_hook(T->tape, NULL, NULL);
+        if (ov.rc) arc = ov.rc, e2 = ov.err;
+    }
+    double t1 = sp_time_now();
+    if (!arc) arc = sp_dist_allreduce_wait(T->dist, 1.0f / (float)T->global_b, &e2);
+    if (arc) {
+        *err = e2;
+        return arc; /* MPI failed: no agreement possible any more */
+    }
+    if ((rc = agree(T, rc, err))) return rc;
     int nt = vt->n_train_terms + 1;
     if ((rc = sp_dist_reduce_doubles(T->dist, local, nt, 0, err))) return rc;
     *comm_s = sp_dist_comm_take(T->dist);
