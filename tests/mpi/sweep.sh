@@ -2,7 +2,7 @@
 # supair_dist sweep: 4 ranks in groups of 2 over a 4-line plan; each trial
 # gets its own run directory and overrides; a bad plan line fails only its
 # own trial.
-source tests/mpi/trainer_lib.sh
+source tests/mpi/trainer_common.bash
 printf 'lr=0.001\nlr=0.002 seed=2\n\nlr=0.0005  # comment\n' > "$WORK/plan.txt"
 run 4 sweep --plan "$WORK/plan.txt" --ranks-per-trial 2 --model supair --data "$WORK/scenes.h5" \
   --run "$WORK/sw" --steps 6 "${FAST[@]}" > "$WORK/out.txt" 2>&1 || { cat "$WORK/out.txt"; exit 1; }

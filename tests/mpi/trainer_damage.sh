@@ -2,7 +2,7 @@
 # Damaged checkpoints: kill -9 of the job while it writes checkpoints leaves
 # the previous checkpoint intact and resume works; a truncated or bit-flipped
 # newest checkpoint is detected and the previous one is used, with a warning.
-source tests/mpi/trainer_lib.sh
+source tests/mpi/trainer_common.bash
 # Checkpoint every step so the kill lands in or near a write.
 set +e
 run 2 train --model supair --data "$WORK/scenes.h5" --run "$WORK/k" --steps 100000 "${FAST[@]}" \

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Bad input: exit 1 with a one-line reason naming the key, value or file; the
 # run directory is never created.
-source tests/mpi/trainer_lib.sh
+source tests/mpi/trainer_common.bash
 expect_fail() { # expect_fail PATTERN NP ARGS...
   local pattern=$1 np=$2; shift 2
   set +e

@@ -2,7 +2,7 @@
 # Exact resume: 2N steps straight equal N, stop, resume, N more (same world
 # size): identical parameter bytes and identical metrics. Then a checkpoint
 # written at -np 4 resumes at -np 2.
-source tests/mpi/trainer_lib.sh
+source tests/mpi/trainer_common.bash
 cols=step,loss,grad_norm,elbo
 run 2 train --model supair --data "$WORK/scenes.h5" --run "$WORK/straight" --steps 16 "${FAST[@]}"
 run 2 train --model supair --data "$WORK/scenes.h5" --run "$WORK/split" --steps 8 "${FAST[@]}"

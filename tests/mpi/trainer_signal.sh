@@ -2,7 +2,7 @@
 # A reader sees metrics.h5 grow while the run trains. SIGUSR1 mid-run: every rank stops at the same step boundary, a valid
 # checkpoint is written at that step, the exit status is 3, and resuming
 # finishes the planned steps.
-source tests/mpi/trainer_lib.sh
+source tests/mpi/trainer_common.bash
 set +e
 mpirun --oversubscribe -np 2 "$BIN/supair_dist" train --model supair --data "$WORK/scenes.h5" --run "$WORK/r" --steps 100000 "${FAST[@]}" \
   > "$WORK/out.txt" 2>&1 &
