@@ -623,8 +623,10 @@ static const char *const train_cols_shared[] = {"time_s",      "loss",      "lr"
                                                 "samples_per_s", "compute_s", "comm_s"};
 #define N_TRAIN_SHARED 7
 
-/* Rank 0: metrics.h5, new or reopened at the resumed step. */
-static int open_metrics(trainer *T, int resuming, sp_error *err) {
+/* Rank 0: metrics.h5. keep_upto < 0: a new file; otherwise the existing
+ * rows with step <= keep_upto are kept (a resume keeps those up to its
+ * checkpoint; `eval` keeps everything: INT64_MAX). */
+static int open_metrics(trainer *T, int64_t keep_upto, sp_error *err) {
     const sp_model_vtable *vt = T->vt;
     const char *tcols[N_TRAIN_SHARED + SP_MAX_TERMS], *ecols[1 + SP_MAX_TERMS];
     for (int i = 0; i < N_TRAIN_SHARED; i++) tcols[i] = train_cols_shared[i];
@@ -637,7 +639,7 @@ static int open_metrics(trainer *T, int resuming, sp_error *err) {
                             .world_size = T->world, .omp_threads = omp_threads(),
                             .start_time = sp_time_wall(), .hostnames = T->hostnames};
     int rc = sp_metrics_open(&T->metrics, path, tcols, N_TRAIN_SHARED + vt->n_train_terms, ecols,
-                             1 + vt->n_eval_metrics, &info, resuming ? T->step : -1, err);
+                             1 + vt->n_eval_metrics, &info, keep_upto, err);
     if (!rc)
         sp_metrics_set_flush(T->metrics, (int)sp_config_int(T->cfg, "metrics_flush_every"), 5.0);
     return rc;
@@ -646,8 +648,9 @@ static int open_metrics(trainer *T, int resuming, sp_error *err) {
 /* Rank 0: one /eval row (step, time_s, the model's metrics), flushed. */
 static int append_eval_row(trainer *T, const double *m, sp_error *err) {
     if (!T->metrics) {
-        /* `supair_dist eval` on a finished run: reopen keeping every row. */
-        int rc = open_metrics(T, 1, err);
+        /* `supair_dist eval` on a run: reopen keeping every row (evaluating
+         * best.h5 must not drop the rows trained after it). */
+        int rc = open_metrics(T, INT64_MAX, err);
         if (rc) return rc;
     }
     double row[1 + SP_MAX_TERMS];
@@ -674,7 +677,7 @@ static int open_outputs(trainer *T, int resuming, sp_error *err) {
             if (!T->log) rc = sp_fail(err, SP_EINPUT, "%s: cannot open: %s", path, strerror(errno));
             else sp_log_set_file(T->log);
         }
-        if (!rc) rc = open_metrics(T, resuming, err);
+        if (!rc) rc = open_metrics(T, resuming ? T->step : -1, err);
     }
     return agree(T, rc, err);
 }

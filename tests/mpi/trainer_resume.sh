@@ -15,3 +15,8 @@ run 4 train --model supair --data "$WORK/scenes.h5" --run "$WORK/w" --steps 8 "$
 run 2 train --model supair --data "$WORK/scenes.h5" --run "$WORK/w" --steps 12 "${FAST[@]}"
 [ -f "$WORK/w/ckpt/step_00000012.h5" ]
 [ "$($H5TOOL rows "$WORK/w/metrics.h5" train)" = 12 ]
+# Evaluating an earlier checkpoint of a run appends an /eval row and keeps
+# every /train row (it must not truncate metrics.h5 to that step).
+run 2 eval --run "$WORK/split" --ckpt "$WORK/split/ckpt/step_00000008.h5" > "$WORK/eval.txt"
+grep -q "count_acc" "$WORK/eval.txt"
+[ "$($H5TOOL rows "$WORK/split/metrics.h5" train)" = 16 ] || { echo "eval truncated /train"; exit 1; }
