@@ -94,6 +94,19 @@ void sp_spn_init_params(const sp_spn *s, sp_params *p, uint64_t seed);
 sp_tensor *sp_spn_logp(sp_tape *t, const sp_spn *s, const sp_params *p, const sp_tensor *x,
                        const sp_tensor *marg);
 
+#define SP_SPN_MAX_MULTI 64
+
+/* M marginalisations of each x row: x (Nx, D), marg (Nx * M, D) or NULL;
+ * returns (Nx * M), row n * M + k = log p(x row n ; marg row n*M + k). The
+ * same values and gradients as sp_spn_logp on x with every row repeated M
+ * times (the copies' x gradients are summed into x->grad). 1 <= M <=
+ * SP_SPN_MAX_MULTI. SuPAIR's background SPN, evaluated once per possible
+ * object count (M = K + 1) on the same scene, can call this instead of
+ * copying the scene; today it replicates x internally (the entry point for
+ * a leaf kernel that computes the x-dependent part once per scene). */
+sp_tensor *sp_spn_logp_multi(sp_tape *t, const sp_spn *s, const sp_params *p, const sp_tensor *x,
+                             const sp_tensor *marg, int M);
+
 /* ---- structure, for tests, checkpoints and visualisation ---- */
 const sp_spn_config *sp_spn_get_config(const sp_spn *s);
 uint64_t sp_spn_structure_seed(const sp_spn *s);

@@ -23,20 +23,26 @@ typedef struct pt {
     float mx, my; // 1 where the coordinate was not clipped (gradient passes)
 } pt;
 
+/* Clips one coordinate into [0, hi] and splits it into its integer part i0
+ * and the fractional weight of the next pixel; m = 1 where it was not
+ * clipped (clip_by_value's gradient passes on the closed interval). */
+static inline void clip_coord(float X, float hi, int *i0, float *w, float *m) {
+    *m = (X >= 0.0f && X <= hi) ? 1.0f : 0.0f;
+    float c = X > 0.0f ? X : 0.0f;  // NaN -> 0
+    c = c < hi ? c : hi;
+    int k = (int)c;  // floor: c >= 0
+    *i0 = k;
+    *w = c - (float)k;
+}
+
 static inline pt point_at(const float *th, float u, float v, int W, float xhi, float yhi) {
     float X = th[0] * u + th[1] * v + th[2];
     float Y = th[3] * u + th[4] * v + th[5];
     pt p;
-    // clip_by_value's gradient passes on the closed interval
-    p.mx = (X >= 0.0f && X <= xhi) ? 1.0f : 0.0f;
-    p.my = (Y >= 0.0f && Y <= yhi) ? 1.0f : 0.0f;
-    float xc = X > 0.0f ? X : 0.0f, yc = Y > 0.0f ? Y : 0.0f;  // NaN -> 0
-    xc = xc < xhi ? xc : xhi;
-    yc = yc < yhi ? yc : yhi;
-    int x0 = (int)xc, y0 = (int)yc;  // floor: both are >= 0
+    int x0, y0;
+    clip_coord(X, xhi, &x0, &p.wx, &p.mx);
+    clip_coord(Y, yhi, &y0, &p.wy, &p.my);
     p.off = y0 * W + x0;
-    p.wx = xc - (float)x0;
-    p.wy = yc - (float)y0;
     return p;
 }
 
@@ -80,6 +86,38 @@ static int grid_init(sp_tape *t, grid *g, int oh, int ow, int H, int W, float eh
     g->xhi = (float)W - 1.0001f;
     g->yhi = (float)H - 1.0001f;
     return 0;
+}
+
+/* Axis-aligned transforms (theta[1] = theta[3] = 0, SuPAIR's boxes): X
+ * depends on the grid column only and Y on the row only, so the clipped
+ * coordinates and weights are computed once per column and per row instead
+ * of per point. The values are bit-identical to point_at's: th[1] * v and
+ * th[3] * u are +-0, which leave the sums unchanged. */
+typedef struct axpt {
+    int i0;      // integer part (times W for rows: a row offset)
+    float w, w1; // weight of the next pixel and 1 - w
+    float m;     // 1 where not clipped
+} axpt;
+
+/* Largest output side the fast path's per-thread tables hold. */
+#define STN_AX_MAX 512
+
+static inline int axis_aligned(const float *th, const grid *g) {
+    return th[1] == 0.0f && th[3] == 0.0f && g->ow <= STN_AX_MAX && g->oh <= STN_AX_MAX;
+}
+
+static void axis_tables(const float *th, const grid *g, axpt *xs, axpt *ys) {
+    for (int j = 0; j < g->ow; j++) {
+        axpt *a = xs + j;
+        clip_coord(th[0] * g->u[j] + th[2], g->xhi, &a->i0, &a->w, &a->m);
+        a->w1 = 1.0f - a->w;
+    }
+    for (int i = 0; i < g->oh; i++) {
+        axpt *a = ys + i;
+        clip_coord(th[4] * g->v[i] + th[5], g->yhi, &a->i0, &a->w, &a->m);
+        a->w1 = 1.0f - a->w;
+        a->i0 *= g->W;
+    }
 }
 
 /* Theta-gradient sums of one grid row: dL/dX and dL/dY summed plain and
@@ -129,6 +167,41 @@ static void sample_backward(void *p) {
             const float *th = k->theta->val + 6 * b;
             const float *go = k->out->grad + (size_t)b * P;
             double s[6] = {0};
+            if (axis_aligned(th, g)) {
+                axpt xs[STN_AX_MAX], ys[STN_AX_MAX];
+                axis_tables(th, g, xs, ys);
+                float *di = dimg ? dimg + (size_t)bi * HW : NULL;
+                for (int i = 0; i < g->oh; i++) {
+                    const axpt y = ys[i];
+                    const float *q0 = im + y.i0, *q1 = q0 + W;
+                    const float *gi = go + i * g->ow;
+                    if (di) {
+                        float *d0 = di + y.i0, *d1 = d0 + W;
+                        for (int j = 0; j < g->ow; j++) {
+                            const axpt x = xs[j];
+                            float gy0 = gi[j] * y.w1, gy1 = gi[j] * y.w;
+                            d0[x.i0] += gy0 * x.w1;
+                            d0[x.i0 + 1] += gy0 * x.w;
+                            d1[x.i0] += gy1 * x.w1;
+                            d1[x.i0 + 1] += gy1 * x.w;
+                        }
+                    }
+                    if (!dth) continue;
+                    rowacc r = {0, 0, 0, 0};
+                    for (int j = 0; j < g->ow; j++) {
+                        const axpt x = xs[j];
+                        const float a0 = q0[x.i0], a1 = q0[x.i0 + 1];
+                        const float b0 = q1[x.i0], b1 = q1[x.i0 + 1];
+                        float dX = x.m * (y.w1 * (a1 - a0) + y.w * (b1 - b0));
+                        float dY = y.m * (x.w1 * (b0 - a0) + x.w * (b1 - a1));
+                        row_add(&r, gi[j] * dX, gi[j] * dY, g->u[j]);
+                    }
+                    row_flush(s, &r, g->v[i]);
+                }
+                if (dth)
+                    for (int e = 0; e < 6; e++) dth[6 * b + e] += (float)s[e];
+                continue;
+            }
             for (int i = 0; i < g->oh; i++) {
                 rowacc r = {0, 0, 0, 0};
                 for (int j = 0; j < g->ow; j++) {
@@ -172,6 +245,21 @@ sp_tensor *sp_stn_sample(sp_tape *t, const sp_tensor *img, const sp_tensor *thet
         const float *im = img->val + (size_t)(b / K) * HW;
         const float *th = theta->val + 6 * b;
         float *o = out->val + (size_t)b * P;
+        if (axis_aligned(th, &g)) {
+            axpt xs[STN_AX_MAX], ys[STN_AX_MAX];
+            axis_tables(th, &g, xs, ys);
+            for (int i = 0; i < out_h; i++) {
+                const float *r0 = im + ys[i].i0, *r1 = r0 + W;
+                const float wy = ys[i].w, wy1 = ys[i].w1;
+                float *oi = o + i * out_w;
+                for (int j = 0; j < out_w; j++) {
+                    const axpt x = xs[j];
+                    oi[j] = wy1 * (x.w1 * r0[x.i0] + x.w * r0[x.i0 + 1]) +
+                            wy * (x.w1 * r1[x.i0] + x.w * r1[x.i0 + 1]);
+                }
+            }
+            continue;
+        }
         for (int i = 0; i < out_h; i++)
             for (int j = 0; j < out_w; j++) {
                 pt q = point_at(th, g.u[j], g.v[i], W, g.xhi, g.yhi);
@@ -210,6 +298,37 @@ static void scatter_backward(void *p) {
         const float *gc = k->out->grad + (size_t)b * HW;  // dL/dcanvas (H, W)
         const float *v = k->vals->val + (size_t)b * P;
         double s[6] = {0};
+        if (axis_aligned(th, g)) {
+            axpt xs[STN_AX_MAX], ys[STN_AX_MAX];
+            axis_tables(th, g, xs, ys);
+            for (int i = 0; i < g->oh; i++) {
+                const axpt y = ys[i];
+                const float *q0 = gc + y.i0, *q1 = q0 + W;
+                const float *vi = v + i * g->ow;
+                if (dv) {
+                    float *dvi = dv + (size_t)b * P + i * g->ow;
+                    for (int j = 0; j < g->ow; j++) {
+                        const axpt x = xs[j];
+                        dvi[j] += y.w1 * (x.w1 * q0[x.i0] + x.w * q0[x.i0 + 1]) +
+                                  y.w * (x.w1 * q1[x.i0] + x.w * q1[x.i0 + 1]);
+                    }
+                }
+                if (!dth) continue;
+                rowacc r = {0, 0, 0, 0};
+                for (int j = 0; j < g->ow; j++) {
+                    const axpt x = xs[j];
+                    const float a0 = q0[x.i0], a1 = q0[x.i0 + 1];
+                    const float b0 = q1[x.i0], b1 = q1[x.i0 + 1];
+                    float dX = x.m * (y.w1 * (a1 - a0) + y.w * (b1 - b0));
+                    float dY = y.m * (x.w1 * (b0 - a0) + x.w * (b1 - a1));
+                    row_add(&r, vi[j] * dX, vi[j] * dY, g->u[j]);
+                }
+                row_flush(s, &r, g->v[i]);
+            }
+            if (dth)
+                for (int e = 0; e < 6; e++) dth[6 * b + e] += (float)s[e];
+            continue;
+        }
         for (int i = 0; i < g->oh; i++) {
             rowacc r = {0, 0, 0, 0};
             for (int j = 0; j < g->ow; j++) {
@@ -255,6 +374,24 @@ sp_tensor *sp_stn_scatter(sp_tape *t, const sp_tensor *vals, const sp_tensor *th
         const float *v = vals->val + (size_t)b * P;
         float *o = out->val + (size_t)b * HW;
         memset(o, 0, (size_t)HW * sizeof(float));
+        if (axis_aligned(th, &g)) {
+            axpt xs[STN_AX_MAX], ys[STN_AX_MAX];
+            axis_tables(th, &g, xs, ys);
+            for (int i = 0; i < oh; i++) {
+                const axpt y = ys[i];
+                float *d0 = o + y.i0, *d1 = d0 + W;
+                const float *vi = v + i * ow;
+                for (int j = 0; j < ow; j++) {
+                    const axpt x = xs[j];
+                    float gy0 = vi[j] * y.w1, gy1 = vi[j] * y.w;
+                    d0[x.i0] += gy0 * x.w1;
+                    d0[x.i0 + 1] += gy0 * x.w;
+                    d1[x.i0] += gy1 * x.w1;
+                    d1[x.i0 + 1] += gy1 * x.w;
+                }
+            }
+            continue;
+        }
         for (int i = 0; i < oh; i++)
             for (int j = 0; j < ow; j++) {
                 pt q = point_at(th, g.u[j], g.v[i], W, g.xhi, g.yhi);

@@ -408,12 +408,45 @@ static void leaf_features(float *fp, const float *x, const float *m, long n0, in
     }
 }
 
+#if defined(__AVX2__)
+/* One full 8 x 8 tile of transpose() in registers: a pure permutation, so
+ * the results are those of the scalar loop. */
+static inline void transpose8(const float *in, long ldi, float *out, long ldo, int add) {
+    __m256 r0 = _mm256_loadu_ps(in), r1 = _mm256_loadu_ps(in + ldi),
+           r2 = _mm256_loadu_ps(in + 2 * ldi), r3 = _mm256_loadu_ps(in + 3 * ldi),
+           r4 = _mm256_loadu_ps(in + 4 * ldi), r5 = _mm256_loadu_ps(in + 5 * ldi),
+           r6 = _mm256_loadu_ps(in + 6 * ldi), r7 = _mm256_loadu_ps(in + 7 * ldi);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1),
+           t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3),
+           t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+           t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE),
+           u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE),
+           u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
+           u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    __m256 o[8] = {_mm256_permute2f128_ps(u0, u4, 0x20), _mm256_permute2f128_ps(u1, u5, 0x20),
+                   _mm256_permute2f128_ps(u2, u6, 0x20), _mm256_permute2f128_ps(u3, u7, 0x20),
+                   _mm256_permute2f128_ps(u0, u4, 0x31), _mm256_permute2f128_ps(u1, u5, 0x31),
+                   _mm256_permute2f128_ps(u2, u6, 0x31), _mm256_permute2f128_ps(u3, u7, 0x31)};
+    for (int c = 0; c < 8; c++) {
+        float *q = out + c * ldo;
+        _mm256_storeu_ps(q, add ? _mm256_add_ps(_mm256_loadu_ps(q), o[c]) : o[c]);
+    }
+}
+#endif
+
 /* out (cols, rows) (+)= in (rows, cols)^T, in 8 x 8 tiles. */
 static void transpose(const float *restrict in, long ldi, float *restrict out, long ldo, int rows,
                       int cols, int add) {
     for (int r0 = 0; r0 < rows; r0 += 8)
         for (int c0 = 0; c0 < cols; c0 += 8) {
             int r1 = r0 + 8 < rows ? r0 + 8 : rows, c1 = c0 + 8 < cols ? c0 + 8 : cols;
+#if defined(__AVX2__)
+            if (r1 - r0 == 8 && c1 - c0 == 8) {
+                transpose8(in + (long)r0 * ldi + c0, ldi, out + (long)c0 * ldo + r0, ldo, add);
+                continue;
+            }
+#endif
             for (int c = c0; c < c1; c++)
                 for (int r = r0; r < r1; r++) {
                     float v = in[(long)r * ldi + c];
@@ -987,4 +1020,52 @@ sp_tensor *sp_spn_logp(sp_tape *t, const sp_spn *s, const sp_params *p, const sp
     }
     if (grad && sp_tape_record(t, spn_backward, c) != 0) return NULL;
     return out;
+}
+
+/* Repeats each x row M times for sp_spn_logp_multi; backward sums the
+ * gradients of the copies into x's. */
+typedef struct repeat_ctx {
+    const sp_tensor *x;
+    const sp_tensor *rep;
+    int M;
+} repeat_ctx;
+
+static void repeat_backward(void *vctx) {
+    repeat_ctx *k = vctx;
+    const long D = k->x->size / k->x->shape[0];
+    for (int n = 0; n < k->x->shape[0]; n++)
+        for (int j = 0; j < k->M; j++) {
+            const float *g = k->rep->grad + ((long)n * k->M + j) * D;
+            float *gx = k->x->grad + n * D;
+            for (long i = 0; i < D; i++) gx[i] += g[i];
+        }
+}
+
+sp_tensor *sp_spn_logp_multi(sp_tape *t, const sp_spn *s, const sp_params *p, const sp_tensor *x,
+                             const sp_tensor *marg, int M) {
+    if (!x || !s || x->ndim < 1 || M < 1 || M > SP_SPN_MAX_MULTI) {
+        sp_tape_set_failed(t);
+        return NULL;
+    }
+    const int Nx = x->shape[0];
+    const long D = s->D;
+    if (x->size != (long)Nx * D || (marg && marg->size != x->size * M)) {
+        sp_tape_set_failed(t);
+        return NULL;
+    }
+    if (M == 1) return sp_spn_logp(t, s, p, x, marg);
+    const int rg = sp_needs_grad(x);
+    sp_tensor *rep = sp_tensor_2d(t, Nx * M, (int)D, rg);
+    if (!rep) return NULL;
+    for (int n = 0; n < Nx; n++)
+        for (int j = 0; j < M; j++)
+            memcpy(rep->val + ((long)n * M + j) * D, x->val + n * D, (size_t)D * sizeof(float));
+    if (rg && sp_tape_grad_enabled(t)) {
+        /* Recorded before the SPN node, so it runs after the SPN's backward. */
+        repeat_ctx *k = sp_tape_alloc(t, sizeof *k);
+        if (!k) return NULL;
+        *k = (repeat_ctx){x, rep, M};
+        if (sp_tape_record(t, repeat_backward, k)) return NULL;
+    }
+    return sp_spn_logp(t, s, p, rep, marg);
 }

@@ -654,6 +654,100 @@ static void test_threads_agree(void) {
     threads_agree(sp_spn_config_background(35), 150);
 }
 
+/* ---- sp_spn_logp_multi ---- */
+
+static sp_tensor *build_multi(sp_tape *t, sp_tensor **in, void *vctx) {
+    gc_ctx *g = vctx;
+    return sp_spn_logp_multi(t, g->f->s, &g->f->p, in[0], in[1], 3);
+}
+
+/* Values and every gradient of logp_multi(x, marg, M) against sp_spn_logp
+ * on x with each row repeated M times (bit for bit: the same arithmetic),
+ * then finite differences, for a gather-mode and a dense-mode SPN, with and
+ * without a team. */
+static void multi_case(sp_spn_config c, int threads) {
+    fixture f;
+    CU_ASSERT_FATAL(fx_make(&f, &c, 70) == 0);
+    fx_sharpen(&f, 6.0f);
+    const int D = c.n_vars, Nx = 70, M = 3, N = Nx * M;
+    float *x = malloc(sizeof(float) * Nx * D), *xr = malloc(sizeof(float) * N * D);
+    float *m = malloc(sizeof(float) * N * D), *gy = malloc(sizeof(float) * N);
+    float *gx1 = calloc((size_t)Nx * D, sizeof(float)), *gm1 = calloc((size_t)N * D, sizeof(float));
+    float *gxr = calloc((size_t)N * D, sizeof(float)), *gm2 = calloc((size_t)N * D, sizeof(float));
+    float *y1 = malloc(sizeof(float) * N), *gp1 = malloc(sizeof(float) * f.p.total);
+    sp_gc_fill_uniform(x, (long)Nx * D, 0.0f, 1.0f, 71);
+    sp_gc_fill_uniform(m, (long)N * D, -0.2f, 1.2f, 72);
+    sp_gc_fill_uniform(gy, N, -1.0f, 1.0f, 73);
+    for (int n = 0; n < N; n++) memcpy(xr + (long)n * D, x + (long)(n / M) * D, sizeof(float) * D);
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    sp_params_zero_grad(&f.p);
+    sp_tape_reset(f.t);
+    sp_tensor *y = sp_spn_logp_multi(f.t, f.s, &f.p, sp_tensor_view(f.t, x, gx1, 2, (int[]){Nx, D}),
+                                     sp_tensor_view(f.t, m, gm1, 2, (int[]){N, D}), M);
+    CU_ASSERT_FATAL(y != NULL && y->size == N);
+    memcpy(y->grad, gy, sizeof(float) * N);
+    sp_tape_backward(f.t, y, 0.0f);
+    memcpy(y1, y->val, sizeof(float) * N);
+    memcpy(gp1, f.p.grad, sizeof(float) * f.p.total);
+    sp_params_zero_grad(&f.p);
+    sp_tape_reset(f.t);
+    y = sp_spn_logp(f.t, f.s, &f.p, sp_tensor_view(f.t, xr, gxr, 2, (int[]){N, D}),
+                    sp_tensor_view(f.t, m, gm2, 2, (int[]){N, D}));
+    CU_ASSERT_FATAL(y != NULL);
+    memcpy(y->grad, gy, sizeof(float) * N);
+    sp_tape_backward(f.t, y, 0.0f);
+    omp_set_num_threads(saved);
+    long bad_x = 0;
+    for (int n = 0; n < Nx; n++)
+        for (int i = 0; i < D; i++) {
+            float want = 0.0f;
+            for (int k = 0; k < M; k++) want += gxr[((long)n * M + k) * D + i];
+            bad_x += gx1[(long)n * D + i] != want;
+        }
+    CU_ASSERT_EQUAL(memcmp(y1, y->val, sizeof(float) * N), 0);
+    CU_ASSERT_EQUAL(memcmp(gm1, gm2, sizeof(float) * N * D), 0);
+    CU_ASSERT_EQUAL(memcmp(gp1, f.p.grad, sizeof(float) * f.p.total), 0);
+    CU_ASSERT_EQUAL(bad_x, 0);
+    if (bad_x) printf("\n    logp_multi: %ld x gradients differ\n", bad_x);
+    /* Finite differences (a small batch: no team). */
+    gc_ctx g = {&f};
+    sp_gc_input spec[2] = {{2, {2, D}, -0.3f, 1.2f, 1}, {2, {6, D}, 0.02f, 0.98f, 1}};
+    SP_ASSERT_GRADCHECK(build_multi, &g, 2, spec, 74 + c.depth, SP_GC_ATOL, SP_GC_RTOL);
+    free(x), free(xr), free(m), free(gy), free(gx1), free(gm1), free(gxr), free(gm2), free(y1);
+    free(gp1);
+    fx_free(&f);
+}
+
+static void test_logp_multi(void) {
+    sp_spn_config gather = {.n_vars = 12, .depth = 2, .repetitions = 2, .n_leaf = 3, .n_sum = 3,
+                            .var_min = 0.1f, .var_max = 0.4f, .structure_seed = 75};
+    sp_spn_config dense = {.n_vars = 9, .depth = 1, .repetitions = 3, .n_leaf = 3, .n_sum = 1,
+                           .var_min = 0.1f, .var_max = 0.4f, .structure_seed = 76};
+    for (int th = 1; th <= 2; th++) {
+        multi_case(gather, th);
+        multi_case(dense, th);
+    }
+    /* Shape errors: marg must hold M rows per x row; M in range. */
+    fixture f;
+    CU_ASSERT_FATAL(fx_make(&f, &dense, 1) == 0);
+    float buf[9 * 8] = {0};
+    sp_tape_reset(f.t);
+    sp_tensor *x = sp_tensor_view(f.t, buf, NULL, 2, (int[]){2, 9});
+    sp_tensor *m = sp_tensor_view(f.t, buf, NULL, 2, (int[]){4, 9});
+    CU_ASSERT_PTR_NULL(sp_spn_logp_multi(f.t, f.s, &f.p, x, m, 3));
+    CU_ASSERT(sp_tape_failed(f.t));
+    sp_tape_reset(f.t);
+    x = sp_tensor_view(f.t, buf, NULL, 2, (int[]){2, 9});
+    CU_ASSERT_PTR_NULL(sp_spn_logp_multi(f.t, f.s, &f.p, x, NULL, 0));
+    sp_tape_reset(f.t);
+    x = sp_tensor_view(f.t, buf, NULL, 2, (int[]){2, 9});
+    m = sp_tensor_view(f.t, buf, NULL, 2, (int[]){8, 9});
+    sp_tensor *y = sp_spn_logp_multi(f.t, f.s, &f.p, x, m, 4);
+    CU_ASSERT(y != NULL && y->size == 8);
+    fx_free(&f);
+}
+
 /* Errors: mismatched shapes fail the tape instead of reading out of bounds. */
 static void test_shape_errors(void) {
     fixture f;
@@ -700,6 +794,7 @@ int main(void) {
         {"no marg gradient where clip saturates", test_grad_marg_clip},
         {"gradients wrt every parameter", test_grad_params},
         {"1 vs 2 threads agree", test_threads_agree},
+        {"logp_multi == logp on repeated rows", test_logp_multi},
         {NULL, NULL}};
     static const sp_test_suite suites[] = {{"spn structure", structure},
                                            {"spn values", values},

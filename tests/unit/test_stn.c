@@ -384,6 +384,75 @@ static void test_grad_theta(void) {
     }
 }
 
+/* Axis-aligned transforms (theta[1] = theta[3] = 0, SuPAIR's boxes) take a
+ * fast path with per-row and per-column coordinates. Its values and
+ * gradients must equal, bit for bit, the general per-point path, which the
+ * same theta takes once theta[1] and theta[3] are 2e-38: those products are
+ * far below the resolution of the other terms (translations are kept away
+ * from 0), so the coordinates are the same floats. The general path is
+ * checked against the references and finite differences above. */
+static void run_axis_case(sp_tape *t, int op, int Bi, int K, const float *th, float **val,
+                          float **gimg, float **gth) {
+    const int B = Bi * K, H = 9, W = 11, oh = 6, ow = 7;
+    const int n_in = op == 1 ? B * oh * ow : Bi * H * W;
+    float *in = sp_tape_alloc(t, sizeof(float) * n_in);
+    *gimg = sp_tape_calloc(t, sizeof(float) * n_in);
+    *gth = sp_tape_calloc(t, sizeof(float) * B * 6);
+    float *thc = sp_tape_alloc(t, sizeof(float) * B * 6);
+    memcpy(thc, th, sizeof(float) * B * 6);
+    sp_gc_fill_uniform(in, n_in, -1, 1, 77 + op);
+    sp_tensor *tth = view2(t, thc, *gth, B, 6), *out;
+    if (op == 1)
+        out = sp_stn_scatter(t, view3(t, in, *gimg, B, oh, ow), tth, H, W, 6.0f, 5.5f);
+    else if (op == 0)
+        out = sp_stn_sample(t, view3(t, in, *gimg, Bi, H, W), tth, oh, ow, 6.0f, 5.5f);
+    else
+        out = sp_stn_sample(t, sp_pad1(t, view3(t, in, *gimg, Bi, H, W)), tth, oh, ow, 6.0f, 5.5f);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    sp_gc_fill_uniform(out->grad, out->size, -1, 1, 88 + op);
+    *val = out->val;
+    sp_tape_backward(t, out, 0.0f);
+    *val = sp_tape_alloc(t, sizeof(float) * out->size);
+    memcpy(*val, out->val, sizeof(float) * out->size);
+}
+
+static void test_axis_aligned(void) {
+    const int Bi = 3, K = 4, B = Bi * K;
+    // one tape per path: backward runs every node recorded on a tape
+    sp_tape *t = sp_tape_create(1 << 22), *t2 = sp_tape_create(1 << 22);
+    float th[72], thg[72], r[4];
+    for (int b = 0; b < B; b++) {
+        sp_gc_fill_uniform(r, 4, 0, 1, 600 + b);
+        // scales of either sign (b = 5 mirrored), boxes reaching past the edges
+        float sx = (b == 5 ? -1.0f : 1.0f) * (0.3f + 1.2f * r[0]), sy = 0.4f + r[1];
+        th[6 * b + 0] = sx, th[6 * b + 1] = 0.0f, th[6 * b + 2] = -3.37f + 12.0f * r[2];
+        th[6 * b + 3] = 0.0f, th[6 * b + 4] = sy, th[6 * b + 5] = -2.71f + 9.0f * r[3];
+    }
+    memcpy(thg, th, sizeof th);
+    for (int b = 0; b < B; b++) thg[6 * b + 1] = thg[6 * b + 3] = 2e-38f;
+    for (int op = 0; op < 3; op++) {
+        sp_tape_reset(t);
+        sp_tape_reset(t2);
+        float *va, *ga, *gta, *vg, *gg, *gtg;
+        run_axis_case(t, op, Bi, K, th, &va, &ga, &gta);
+        run_axis_case(t2, op, Bi, K, thg, &vg, &gg, &gtg);
+        const long nv = op == 1 ? (long)B * 9 * 11 : (long)B * 6 * 7;
+        const long ni = op == 1 ? (long)B * 6 * 7 : (long)Bi * 9 * 11;
+        long bad_v = 0, bad_g = 0, bad_t = 0;
+        for (long i = 0; i < nv; i++) bad_v += va[i] != vg[i];
+        for (long i = 0; i < ni; i++) bad_g += ga[i] != gg[i];
+        for (long i = 0; i < (long)B * 6; i++) bad_t += gta[i] != gtg[i];
+        if (bad_v || bad_g || bad_t)
+            printf("\n    op %d: %ld values, %ld data grads, %ld theta grads differ\n", op, bad_v,
+                   bad_g, bad_t);
+        CU_ASSERT_EQUAL(bad_v, 0);
+        CU_ASSERT_EQUAL(bad_g, 0);
+        CU_ASSERT_EQUAL(bad_t, 0);
+    }
+    sp_tape_destroy(t);
+    sp_tape_destroy(t2);
+}
+
 /* Without gradients nothing is recorded; with them, one node per op. */
 static void test_nodes(void) {
     sp_tape *t = sp_tape_create(1 << 20);
@@ -457,6 +526,7 @@ int main(void) {
     static const sp_test_case grad[] = {
         {"image / values gradients", test_grad_data},
         {"theta gradients away from kinks", test_grad_theta},
+        {"axis-aligned fast path == general path", test_axis_aligned},
         {"tape nodes and grad switch", test_nodes},
         {"SuPAIR-sized speed", test_speed},
         {NULL, NULL},
