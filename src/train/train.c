@@ -77,6 +77,7 @@ typedef struct trainer {
     FILE *log;
     char *hostnames;
     char resumed_from[4200]; /* rank 0: the checkpoint loaded, for the log */
+    char *resume_notes;      /* rank 0: allowed config changes, for the log */
     int tty;
 } trainer;
 
@@ -84,10 +85,18 @@ static int omp_threads(void) { return omp_get_max_threads(); }
 
 /* ------------------------------------------------------------------ config */
 
+/* Changes allowed on resume (lr, step budget...) are collected here and
+ * logged once log.txt is open, so the run's own log records them. */
 static void note_change(const char *key, const char *old_val, const char *new_val, void *u) {
-    (void)u;
-    sp_info("config change on resume: %s = %s -> %s", key, old_val ? old_val : "(absent)",
-            new_val ? new_val : "(absent)");
+    char **notes = u;
+    char line[512];
+    int n = snprintf(line, sizeof line, "config change on resume: %s = %s -> %s\n", key,
+                     old_val ? old_val : "(absent)", new_val ? new_val : "(absent)");
+    size_t have = *notes ? strlen(*notes) : 0;
+    char *grown = realloc(*notes, have + (size_t)n + 1);
+    if (!grown) return; /* a lost log line is not worth failing the run */
+    memcpy(grown + have, line, (size_t)n + 1);
+    *notes = grown;
 }
 
 /* Declares the shared and model keys and applies the model's defaults. */
@@ -421,7 +430,7 @@ static int resolve_config(trainer *T, const sp_train_opts *o, sp_ckpt_meta *resu
     if (o->config_file) rc = sp_config_load_file(T->cfg, o->config_file, err);
     for (int i = 0; !rc && i < o->n_sets; i++) rc = sp_config_set(T->cfg, o->sets[i], err);
     if (!rc && old)
-        rc = sp_config_compare(old, T->cfg, err, T->rank == 0 ? note_change : NULL, NULL);
+        rc = sp_config_compare(old, T->cfg, err, T->rank == 0 ? note_change : NULL, &T->resume_notes);
     sp_config_free(old);
     if (rc) return rc;
     /* The data file is part of the record (eval defaults to it). */
@@ -516,6 +525,7 @@ static void trainer_free(trainer *T) {
     sp_config_free(T->cfg);
     free(T->cfg_text);
     free(T->hostnames);
+    free(T->resume_notes);
     free(T->perm);
     free(T->idx);
     free(T->idx_long);
@@ -860,9 +870,15 @@ int sp_train_run(const sp_train_opts *o, sp_dist *dist, sp_error *err) {
         return rc;
     }
     T->target_step = target_step(T, o);
-    if (T->rank == 0 && resuming)
+    if (T->rank == 0 && resuming) {
         sp_info("resuming from %s (step %lld, epoch %lld)", T->resumed_from, (long long)T->step,
                 (long long)T->epoch);
+        for (char *line = T->resume_notes, *end; line && *line; line = end + 1) {
+            end = strchr(line, '\n');
+            *end = '\0';
+            sp_info("%s", line);
+        }
+    }
     if (T->rank == 0)
         sp_info("%s %s: %lld parameters, %d ranks x %d threads, global batch %d (%d per rank), "
                 "%lld steps per epoch, training to step %lld%s",

@@ -20,3 +20,15 @@ run 2 train --model supair --data "$WORK/scenes.h5" --run "$WORK/w" --steps 12 "
 run 2 eval --run "$WORK/split" --ckpt "$WORK/split/ckpt/step_00000008.h5" > "$WORK/eval.txt"
 grep -q "count_acc" "$WORK/eval.txt"
 [ "$($H5TOOL rows "$WORK/split/metrics.h5" train)" = 16 ] || { echo "eval truncated /train"; exit 1; }
+# Resume compatibility: a key that changes parameter shapes is an error
+# naming it (nothing written); a changed lr is allowed and logged.
+set +e
+run 2 train --model supair --data "$WORK/scenes.h5" --run "$WORK/split" --steps 20 "${FAST[@]}" \
+  --set supair.lstm_units=128 > "$WORK/shape.txt" 2>&1; rc=$?
+set -e
+[ "$rc" -eq 1 ] && grep -q "supair.lstm_units" "$WORK/shape.txt" || { echo "shape change: exit $rc"; cat "$WORK/shape.txt"; exit 1; }
+[ ! -f "$WORK/split/ckpt/step_00000020.h5" ]
+run 2 train --model supair --data "$WORK/scenes.h5" --run "$WORK/split" --steps 18 "${FAST[@]}" \
+  --set lr=0.0005 > "$WORK/lr.txt" 2>&1
+grep -q "config change on resume: lr = 0.001 -> 0.0005" "$WORK/split/log.txt" || { cat "$WORK/lr.txt"; exit 1; }
+grep -q "^lr = 0.0005 " "$WORK/split/config.cfg"
