@@ -22,8 +22,10 @@ fi
 
 echo "== training SuPAIR: mpirun -np $NP, ${SECONDS_BUDGET}s of training, run directory $RUN"
 rm -rf "$RUN"
+# jobs/configs/supair_fashion.cfg: the paper's SuPAIR with the z_where bound
+# chosen on a validation split (README, "On a cluster").
 mpirun --oversubscribe -np "$NP" "$BUILD/bin/supair_dist" train --model supair --data "$DATA" \
-  --run "$RUN" --time-limit "$SECONDS_BUDGET"
+  --run "$RUN" --config jobs/configs/supair_fashion.cfg --time-limit "$SECONDS_BUDGET"
 
 echo "== evaluating the best checkpoint on the full test split"
 mpirun --oversubscribe -np "$NP" "$BUILD/bin/supair_dist" eval --run "$RUN" --dump 16
