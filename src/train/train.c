@@ -940,6 +940,10 @@ int sp_train_run(const sp_train_opts *o, sp_dist *dist, sp_error *err) {
         if ((rc = sp_dist_should_stop(dist, 0, &v, err))) break;
         if (v.stop) {
             time_up = v.stop == STOP_TIME_LIMIT;
+            /* The time limit is this run's own: a sweep's next trial in the
+             * same process starts with a fresh clock (a real signal stays
+             * pending and stops the sweep). */
+            if (time_up && sp_dist_signal_pending() == STOP_TIME_LIMIT) sp_dist_clear_stop();
             stopped = !time_up;
             if (T->rank == 0) {
                 end_progress_line(T);

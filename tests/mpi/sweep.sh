@@ -33,3 +33,13 @@ run 4 sweep --plan "$WORK/plan.txt" --ranks-per-trial 3 --model supair --data "$
   --run "$WORK/sw3" --steps 4 > "$WORK/out3.txt" 2>&1; rc=$?
 set -e
 [ "$rc" -eq 1 ] && grep -q "ranks-per-trial 3 does not divide the 4 ranks" "$WORK/out3.txt"
+# --time-limit applies to each trial: the second trial a group runs gets its
+# own budget (the first trial's time-limit stop must not end it at once).
+printf 'seed=1\nseed=2\nseed=3\nseed=4\n' > "$WORK/plan3.txt"
+run 2 sweep --plan "$WORK/plan3.txt" --ranks-per-trial 1 --model supair --data "$WORK/scenes.h5" \
+  --run "$WORK/sw4" --steps 100000 --time-limit 4 "${FAST[@]}" > "$WORK/out4.txt" 2>&1 || { cat "$WORK/out4.txt"; exit 1; }
+for i in 0 1 2 3; do
+  n=$($H5TOOL rows "$WORK/sw4/trial_$i/metrics.h5" train)
+  echo "trial $i (time limit 4 s): $n steps"
+  [ "$n" -ge 3 ] || { echo "trial $i stopped early"; exit 1; }
+done
