@@ -99,7 +99,8 @@ int sp_dist_allreduce_begin(sp_dist *d, float *buf, long n, int order, sp_error 
 /* ASCENDING: buf[0..boundary) is final; DESCENDING: buf[boundary..n) is
  * final. Starts every not yet started bucket lying wholly inside that range. */
 int sp_dist_bucket_ready(sp_dist *d, long boundary, sp_error *err);
-/* Starts the remaining buckets, waits for all, multiplies buf by scale. */
+/* Waits for the started buckets, reduces the rest with blocking calls (faster
+ * than nonblocking ones once backward is over), multiplies buf by scale. */
 int sp_dist_allreduce_wait(sp_dist *d, float scale, sp_error *err);
 /* Blocking equivalent: bucket by bucket MPI_Allreduce in place, then scale. */
 int sp_dist_allreduce_sum(sp_dist *d, float *buf, long n, float scale, sp_error *err);
