@@ -815,7 +815,6 @@ static int train_step(trainer *T, double *terms, double *loss_out, double *gnorm
 static int run_eval(trainer *T, int64_t n, int final, sp_error *err) {
     const sp_model_vtable *vt = T->vt;
     const char *split = sp_config_str(T->cfg, "eval_split");
-    if (!strcmp(split, "valid")) split = "valid";
     int64_t size = split_size(T, split);
     if (size < 0) return sp_fail(err, SP_EINPUT, "%s: no '%s' split to evaluate on", T->data_path, split);
     if (n <= 0 || n > size) n = size;
