@@ -275,6 +275,7 @@ typedef struct fwd {
     sp_tensor *ll, *kl; // (T * B) per-frame log-likelihood and KL, time-major
     sp_tensor *d, *z;  // (T, B, D), (T, B, Z)
     const float *last; // (B, F) the last target frame of each stream
+    sp_tensor *out;    // (T, B, 2F) emission: mean | log-variance of each target sample
     int T;
 } fwd;
 
@@ -370,7 +371,7 @@ static int forward(srnn *m, sp_tape *t, const sp_params *p, const chunk_in *c, f
                              sp_scale(t, sp_sum_all(t, kl1), c->beta / (float)T));
     if (!loss || sp_tape_failed(t))
         return sp_fail(err, SP_ERUNTIME, "srnn: forward pass failed (out of memory?)");
-    o->loss = loss, o->ll = ll, o->kl = kl1, o->d = d, o->z = z;
+    o->loss = loss, o->ll = ll, o->kl = kl1, o->d = d, o->z = z, o->out = out;
     o->last = U->val + (size_t)T * B * F;
     return SP_OK;
 }
@@ -521,6 +522,40 @@ int sp_srnn_eval_lengths(void *mv, sp_tape *t, const sp_params *p, const sp_batc
     return SP_OK;
 }
 
+/* `eval --dump`: the emission's mean and standard deviation of every target
+ * sample of ONE sequence (b->n = 1), from zero state with one posterior
+ * sample, as in eval. out[0] = mean, out[1] = std, each (T, F) with T the
+ * target frames (seq_len, or seq_len - 1 when x_first_is_input). */
+static int srnn_infer(void *mv, sp_tape *t, const sp_params *p, const sp_batch *b,
+                      float *const *out_fields, sp_error *err) {
+    srnn *m = mv;
+    if (b->n != 1) return sp_fail(err, SP_EINPUT, "srnn: inference dumps one sequence at a time");
+    chunk_in c;
+    fwd o;
+    int rc = chunk_from_batch(m, t, b, 0, &c, err);
+    if (rc) return rc;
+    c.site = SITE_Z_EVAL;
+    c.beta = 1.0f;
+    int was = sp_tape_grad_enabled(t);
+    sp_tape_set_grad(t, 0);
+    rc = forward(m, t, p, &c, &o, err);
+    sp_tape_set_grad(t, was);
+    if (rc) return rc;
+    const int F = m->F;
+    for (int s = 0; s < o.T; s++) {
+        const float *row = o.out->val + (size_t)s * 2 * F;
+        for (int f = 0; f < F; f++) {
+            float lv = row[F + f];
+            if (m->emit_bound > 0.0f) lv = fminf(fmaxf(lv, -m->emit_bound), m->emit_bound);
+            out_fields[0][(size_t)s * F + f] = row[f];
+            out_fields[1][(size_t)s * F + f] = expf(0.5f * lv);
+        }
+    }
+    return SP_OK;
+}
+
+static const char *const srnn_dump_names[] = {"mean", "std"};
+
 static int srnn_eval(void *mv, sp_tape *t, const sp_params *p, const sp_batch *b, double *num,
                      double *den, sp_error *err) {
     return sp_srnn_eval_lengths(mv, t, p, b, b->seq_lens, num, den, err);
@@ -565,7 +600,9 @@ const sp_model_vtable sp_srnn_model = {
     .state_floats = srnn_state_floats,
     .state = srnn_state,
     .destroy = srnn_destroy,
-    .infer = NULL,
-    .n_dump = 0,
+    .infer = srnn_infer,
+    .n_dump = 2,
+    .dump_names = srnn_dump_names,
+    .dump_what = "emission mean and standard deviation",
     .structure_seed = NULL,
 };

@@ -1039,6 +1039,68 @@ static int dump_scenes(trainer *T, const sp_eval_opts *o, const char *split, sp_
     return agree(T, rc, err);
 }
 
+/* `eval --dump N` for speech: the first N sequences of the split with the
+ * model's predicted mean and standard deviation of every target sample, as
+ * 1-D datasets x, mean, std (the sequences one after the other) and
+ * offsets (N+1) into them: the input of analysis/speech_segment.py. */
+static int dump_speech(trainer *T, const sp_eval_opts *o, const char *split, sp_error *err) {
+    const sp_model_vtable *vt = T->vt;
+    if (!vt->infer || vt->n_dump != 2)
+        return sp_fail(err, SP_EINPUT, "--dump: model %s has no inference dump", vt->name);
+    int rc = SP_OK;
+    if (T->rank == 0) {
+        const int frame = T->sdata.frame;
+        int64_t n = sp_streams_n_seqs(&T->sdata, split);
+        if (o->dump_n < n) n = o->dump_n;
+        int64_t total = 0, longest = 0;
+        for (int64_t k = 0; k < n; k++) {
+            int64_t f = sp_streams_seq_frames(&T->sdata, split, k);
+            total += f;
+            if (f > longest) longest = f;
+        }
+        size_t cap = (size_t)total * (size_t)frame;
+        float *x = malloc(cap * sizeof *x), *mean = malloc(cap * sizeof *mean);
+        float *sd = malloc(cap * sizeof *sd), *seq = malloc((size_t)longest * frame * sizeof *seq);
+        int64_t *offsets = malloc((size_t)(n + 1) * sizeof *offsets);
+        float u0[512];
+        if (!x || !mean || !sd || !seq || !offsets) rc = sp_fail(err, SP_ERUNTIME, "out of memory for --dump");
+        int64_t at = 0;
+        sp_tape_set_grad(T->tape, 0);
+        for (int64_t k = 0; k < n && !rc; k++) {
+            int64_t frames = sp_streams_seq_frames(&T->sdata, split, k);
+            int first_is_input = 0;
+            if ((rc = sp_streams_read_seq(&T->sdata, split, k, seq, u0, &first_is_input, err))) break;
+            int64_t targets = frames - (first_is_input ? 1 : 0);
+            memcpy(x + at, seq + (first_is_input ? frame : 0), (size_t)targets * frame * sizeof *x);
+            float *out[2] = {mean + at, sd + at};
+            int64_t id = k;
+            sp_batch b = {.n = 1, .global_n = 1, .index = &id, .x = seq, .reset_state = 1,
+                          .seed = (uint64_t)sp_config_int(T->cfg, "seed") ^ EVAL_SEED_MIX,
+                          .seq_len = (int)frames, .frame = frame, .u0 = first_is_input ? NULL : u0,
+                          .x_first_is_input = first_is_input};
+            sp_tape_reset(T->tape);
+            rc = vt->infer(T->model, T->tape, &T->params, &b, out, err);
+            offsets[k] = at;
+            at += targets * frame;
+        }
+        if (!rc) {
+            offsets[n] = at;
+            char path[4200];
+            if (o->dump_path) snprintf(path, sizeof path, "%s", o->dump_path);
+            else snprintf(path, sizeof path, "%s/dump.h5", T->run_dir);
+            sp_h5_array arr[4] = {{"x", SP_H5_F32, 1, {at}, x},
+                                  {"mean", SP_H5_F32, 1, {at}, mean},
+                                  {"std", SP_H5_F32, 1, {at}, sd},
+                                  {"offsets", SP_H5_I64, 1, {n + 1}, offsets}};
+            const char *attrs[] = {"model", vt->name, "split", split, "data", T->data_path, NULL};
+            rc = sp_h5_write_arrays(path, arr, 4, attrs, err);
+            if (!rc) printf("wrote %lld sequences with the predicted %s to %s\n", (long long)n, vt->dump_what, path);
+        }
+        free(x), free(mean), free(sd), free(seq), free(offsets);
+    }
+    return agree(T, rc, err);
+}
+
 int sp_eval_run(const sp_eval_opts *o, sp_dist *dist, sp_error *err) {
     trainer T0 = {0}, *T = &T0;
     T->dist = dist;
@@ -1120,7 +1182,7 @@ int sp_eval_run(const sp_eval_opts *o, sp_dist *dist, sp_error *err) {
         rc = append_eval_row(T, m, err);
     }
     if (!rc) rc = agree(T, rc, err);
-    if (!rc && o->dump_n > 0) rc = dump_scenes(T, o, split, err);
+    if (!rc && o->dump_n > 0) rc = T->streams ? dump_speech(T, o, split, err) : dump_scenes(T, o, split, err);
     trainer_free(T);
     return rc;
 }
