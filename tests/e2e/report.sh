@@ -22,9 +22,10 @@ start=$(date +%s)
 # Small model: the test is about reporting, not learning.
 SMALL=(--set batch_size=8 --set eval_n=32 --set supair.lstm_units=32 --set supair.obj_reps=2
        --set supair.obj_leaves=4 --set supair.obj_sums=4 --set metrics_flush_every=1)
-train() { # DIR STEPS EVAL_EVERY LR
-  mpirun -np 2 --oversubscribe "$BIN/supair_dist" train --model supair --data "$T/s.h5" --run "$1" \
-    --steps "$2" --set eval_every="$3" --set lr="$4" "${SMALL[@]}"
+train() { # DIR STEPS EVAL_EVERY LR [more train options]
+  local dir=$1 steps=$2 every=$3 lr=$4; shift 4
+  mpirun -np 2 --oversubscribe "$BIN/supair_dist" train --model supair --data "$T/s.h5" --run "$dir" \
+    --steps "$steps" --set eval_every="$every" --set lr="$lr" "${SMALL[@]}" "$@"
 }
 
 "$BIN/supair_data" scenes --out "$T/s.h5" --train 256 --test 64 --seed 1 > "$T/data.log" 2>&1 ||
@@ -105,7 +106,9 @@ mkdir -p "$T/sweep" && ln -s "$T/a" "$T/sweep/trial_0" && ln -s "$T/b" "$T/sweep
 [ "$("$BIN/supair_report" "$T/sweep" --csv | wc -l)" -eq 3 ] || fail "sweep root not expanded"
 
 # 4. --follow on a run that is still training: growing steps, then idle exit.
-train "$T/c" 60 20 0.001 > "$T/c.log" 2>&1 &
+# The run is bounded by time, not steps, so it lasts long enough to be
+# followed however fast the machine is.
+train "$T/c" 1000000 20 0.001 --time-limit 8 > "$T/c.log" 2>&1 &
 bg_pid=$!
 for _ in $(seq 300); do [ -f "$T/c/metrics.h5" ] && break; sleep 0.1; done
 [ -f "$T/c/metrics.h5" ] || fail "run c never created metrics.h5"
@@ -115,6 +118,8 @@ timeout 80 "$BIN/supair_report" "$T/c" --follow --interval 0.5 --follow-idle 4 -
 f1=$(date +%s)
 wait "$bg_pid" || fail "run c failed: $(tail -5 "$T/c.log")"
 bg_pid=
+"$PY" -c "import h5py,sys; f=h5py.File(sys.argv[1],'r',libver='latest',swmr=True); print(int(f['train']['step'][-1]))" \
+  "$T/c/metrics.h5" > "$T/c/final_step"
 [ "$rc" -eq 0 ] || fail "--follow exit $rc (124 = did not stop when idle); $(cat "$T/follow.err")"
 "$PY" - "$T" <<'EOF' || fail "--follow output"
 import sys
@@ -127,7 +132,8 @@ d = sorted(set(steps))
 print("follow tables:", len(steps), "distinct step counts:", d)
 assert len(d) >= 3, f"steps did not grow while following: {steps}"
 assert steps == sorted(steps), f"steps went backwards: {steps}"
-assert steps[-1] == 60, f"last table shows step {steps[-1]}, not 60"
+final = int(open(f"{sys.argv[1]}/c/final_step").read())
+assert steps[-1] == final, f"last table shows step {steps[-1]}, the run ended at {final}"
 EOF
 echo "--follow stopped $((f1 - f0)) s after start"
 
