@@ -57,24 +57,6 @@ static float *rnd(sp_tape *t, long n, float lo, float hi, uint64_t seed) {
     return p;
 }
 
-static void assert_close_arr(const char *what, const float *got, const double *want, long n,
-                             double tol) {
-    double worst = 0;
-    long wi = 0;
-    for (long i = 0; i < n; i++) {
-        double e = fabs(got[i] - want[i]);
-        if (!(e <= worst)) worst = e, wi = i;
-    }
-    if (!(worst <= tol)) {
-        char m[256];
-        snprintf(m, sizeof m, "%s[%ld] = %.9g, reference %.9g (|diff| %.3g > %.3g)", what, wi,
-                 (double)got[wi], want[wi], worst, tol);
-        printf("\n    FAIL %s\n", m);
-        CU_assertImplementation(CU_FALSE, __LINE__, m, __FILE__, "", CU_FALSE);
-    } else {
-        CU_PASS(what);
-    }
-}
 
 static const int sizes[][2] = {{1, 1}, {3, 5}, {2, 7}, {1, 4}, {5, 2}, {4, 9}};
 #define N_SIZES ((int)(sizeof sizes / sizeof sizes[0]))
@@ -103,8 +85,8 @@ static void test_lstm_forward(void) {
             int rc = sp_lstm_cell(t, tx, state ? th : NULL, state ? tc : NULL, tW, 1.0f, &hn, &cn);
             CU_ASSERT_EQUAL_FATAL(rc, 0);
             ref_lstm(B, H, x, state ? h : NULL, state ? c : NULL, W, 1.0, ho, co);
-            assert_close_arr("lstm h'", hn->val, ho, (long)B * H, 2e-6);
-            assert_close_arr("lstm c'", cn->val, co, (long)B * H, 2e-6);
+            SP_ASSERT_CLOSE_ARRAY("lstm h'", hn->val, ho, (long)B * H, 2e-6);
+            SP_ASSERT_CLOSE_ARRAY("lstm c'", cn->val, co, (long)B * H, 2e-6);
         }
         CU_ASSERT_EQUAL(sp_tape_nodes(t), 0);  // no input has a gradient
     }
@@ -215,7 +197,7 @@ static void test_gru_forward(void) {
             sp_tensor *hn = sp_gru_cell(t, tx, state ? th : NULL, tW, tb);
             CU_ASSERT_PTR_NOT_NULL_FATAL(hn);
             ref_gru(B, H, x, state ? h : NULL, W, bias, ho);
-            assert_close_arr("gru h'", hn->val, ho, (long)B * H, 2e-6);
+            SP_ASSERT_CLOSE_ARRAY("gru h'", hn->val, ho, (long)B * H, 2e-6);
         }
     }
     sp_tape_destroy(t);

@@ -81,24 +81,6 @@ static void random_theta(float *th, int B, int H, int W, uint64_t seed) {
     }
 }
 
-static void assert_close_arr(const char *what, const float *got, const double *want, long n,
-                             double tol) {
-    double worst = 0;
-    long wi = 0;
-    for (long i = 0; i < n; i++) {
-        double e = fabs(got[i] - want[i]);
-        if (!(e <= worst)) worst = e, wi = i;
-    }
-    if (!(worst <= tol)) {
-        char m[256];
-        snprintf(m, sizeof m, "%s[%ld] = %.9g, reference %.9g (|diff| %.3g > %.3g)", what, wi,
-                 (double)got[wi], want[wi], worst, tol);
-        printf("\n    FAIL %s\n", m);
-        CU_assertImplementation(CU_FALSE, __LINE__, m, __FILE__, "", CU_FALSE);
-    } else {
-        CU_PASS(what);
-    }
-}
 
 static sp_tensor *view3(sp_tape *t, float *v, float *g, int a, int b, int c) {
     return sp_tensor_view(t, v, g, 3, (int[]){a, b, c});
@@ -133,7 +115,7 @@ static void test_sample_forward(void) {
         for (int b = 0; b < B; b++)
             ref_sample(img + (size_t)(b / cs[c].K) * H * W, H, W, th + 6 * b, oh, ow, cs[c].eh,
                        cs[c].ew, ref + (size_t)b * P);
-        assert_close_arr("sample", out->val, ref, (long)B * P, 2e-5);
+        SP_ASSERT_CLOSE_ARRAY("sample", out->val, ref, (long)B * P, 2e-5);
         CU_ASSERT_EQUAL(sp_tape_nodes(t), 0);
     }
     sp_tape_destroy(t);
@@ -151,7 +133,7 @@ static void test_scatter_forward(void) {
     CU_ASSERT_PTR_NOT_NULL_FATAL(out);
     for (int b = 0; b < B; b++)
         ref_scatter(vals + b * oh * ow, oh, ow, th + 6 * b, H, W, 6.5, 4.0, ref + b * HW);
-    assert_close_arr("scatter", out->val, ref, (long)B * HW, 2e-5);
+    SP_ASSERT_CLOSE_ARRAY("scatter", out->val, ref, (long)B * HW, 2e-5);
     // SuPAIR's score map: vals = 1 adds exactly one unit of weight per point
     for (int i = 0; i < B * oh * ow; i++) vals[i] = 1.0f;
     out = sp_stn_scatter(t, view3(t, vals, NULL, B, oh, ow), view2(t, th, NULL, B, 6), H, W, 6.5f,

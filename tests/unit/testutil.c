@@ -1,6 +1,7 @@
 /* CUnit runner shared by every unit-test executable (see testutil.h). */
 #include "testutil.h"
 
+#include <math.h>
 #include <stdio.h>
 
 int sp_test_main(const sp_test_suite *suites) {
@@ -28,4 +29,23 @@ int sp_test_main(const sp_test_suite *suites) {
     unsigned failed = CU_get_number_of_tests_failed() + CU_get_number_of_failures();
     CU_cleanup_registry();
     return failed ? 1 : 0;
+}
+
+void sp_assert_close_array_at(const char *what, const float *got, const double *want, long n,
+                              double tol, int line, const char *file) {
+    double worst = 0;
+    long wi = 0;
+    for (long i = 0; i < n; i++) {
+        double e = fabs(got[i] - want[i]);
+        if (!(e <= worst)) worst = e, wi = i; /* NaN counts as worst */
+    }
+    if (!(worst <= tol)) {
+        char m[256];
+        snprintf(m, sizeof m, "%s[%ld] = %.9g, reference %.9g (|diff| %.3g > %.3g)", what, wi,
+                 (double)got[wi], want[wi], worst, tol);
+        printf("\n    FAIL %s\n", m);
+        CU_assertImplementation(CU_FALSE, (unsigned)line, m, file, "", CU_FALSE);
+    } else {
+        CU_assertImplementation(CU_TRUE, (unsigned)line, what, file, "", CU_FALSE);
+    }
 }

@@ -35,4 +35,11 @@ int sp_test_main(const sp_test_suite *suites);
         }                                                                                 \
     } while (0)
 
+/* Element-wise |got[i] - want[i]| <= tol over n values; on failure one
+ * message naming the worst element, both values and the caller's line. */
+void sp_assert_close_array_at(const char *what, const float *got, const double *want, long n,
+                              double tol, int line, const char *file);
+#define SP_ASSERT_CLOSE_ARRAY(what, got, want, n, tol) \
+    sp_assert_close_array_at(what, got, want, n, tol, __LINE__, __FILE__)
+
 #endif
