@@ -74,7 +74,10 @@ typedef struct sp_supair_bounds {
 } sp_supair_bounds;
 
 /* y (B, G) = x (B, D) W (D, G) + b (G); gradients to W, b (and x if it has a
- * gradient buffer). The LSTM's input projection, computed once per batch. */
+ * gradient buffer). The LSTM's input projection, computed once per batch.
+ * An x without gradient that is mostly exact zeros (scenes on a black
+ * background) goes through the sparse kernels of sparse.h, forward and for
+ * dW; the result differs from sgemm's only in float summation order. */
 sp_tensor *sp_supair_linear(sp_tape *t, const sp_tensor *x, const sp_tensor *W, const sp_tensor *b);
 
 /* The per-step head and z_where posterior: h (B, H) -> sigmoid(h W1 + b1)

@@ -357,6 +357,7 @@ static int read_attr_string(hid_t a, char *out, size_t cap) {
             char *tmp = calloc(1, sz + 1);
             hid_t mt = H5Tcopy(H5T_C_S1);
             H5Tset_size(mt, sz + 1);
+            H5Tset_cset(mt, H5Tget_cset(ft)); /* UTF-8 -> ASCII has no HDF5 conversion */
             if (tmp && H5Aread(a, mt, tmp) >= 0) {
                 snprintf(out, cap, "%s", tmp);
                 rc = 0;

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "supair/sparse.h"
 #include "supair/supair.h"
 
 /* Below this many values, elementwise loops stay single-threaded. */
@@ -20,16 +21,26 @@ static int shape2(const sp_tensor *x, int d0, int d1) {
 
 /* ---------------------------------------------------------------- linear */
 
+/* Inputs with at most this fraction of nonzeros go through the sparse
+ * kernels (sparse.h). Scenes on a black background have ~11%; the sparse
+ * kernel does ~1/6 of sgemm's flops per second (L2-bound), so it wins below
+ * roughly 1/6 and the margin covers the CSR build. Noisy scenes (every pixel
+ * nonzero) keep sgemm. */
+#define SPARSE_MAX_DENSITY 0.15
+
 typedef struct lin_ctx {
     const sp_tensor *x, *W, *b;
     sp_tensor *y;
+    sp_csr xt; /* x^T in CSR when the forward went sparse (xt.start NULL otherwise) */
     int B, D, G;
 } lin_ctx;
 
 static void lin_backward(void *p) {
     lin_ctx *k = p;
     const float *dy = k->y->grad;
-    if (sp_needs_grad(k->W))  // dW (D,G) += x^T (D,B) dy (B,G)
+    if (sp_needs_grad(k->W) && k->xt.start)  // dW (D,G) += x^T (D,B) dy (B,G), x^T sparse
+        sp_csr_matmul_add(k->W->grad, &k->xt, dy, k->G);
+    else if (sp_needs_grad(k->W))
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k->D, k->G, k->B, 1.0f, k->x->val,
                     k->D, dy, k->G, 1.0f, k->W->grad, k->G);
     if (sp_needs_grad(k->x))  // dx (B,D) += dy (B,G) W^T (G,D)
@@ -58,12 +69,34 @@ sp_tensor *sp_supair_linear(sp_tape *t, const sp_tensor *x, const sp_tensor *W, 
         else
             memset(row, 0, (size_t)G * sizeof(float));
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, G, D, 1.0f, x->val, D, W->val, G,
-                1.0f, y->val, G);
-    if (rg && sp_tape_grad_enabled(t)) {
-        lin_ctx *k = sp_tape_alloc(t, sizeof *k);
-        if (!k) return NULL;
-        *k = (lin_ctx){x, W, b, y, B, D, G};
+    const int record = rg && sp_tape_grad_enabled(t);
+    lin_ctx *k = record ? sp_tape_alloc(t, sizeof *k) : NULL;
+    if (record && !k) return NULL;
+    sp_csr xt = {0};
+    const long nnz = sp_needs_grad(x) ? x->size : sp_count_nonzeros(x->val, x->size);
+    if (nnz <= SPARSE_MAX_DENSITY * (double)x->size) {
+        /* Room for the densest input that takes this path, so every step
+         * asks the arena for the same bytes (no growth after the first). */
+        const size_t cap = (size_t)(SPARSE_MAX_DENSITY * (double)x->size) + 1;
+        sp_csr xs = {.start = sp_tape_alloc(t, (size_t)(B + 1) * sizeof(int)),
+                     .col = sp_tape_alloc(t, cap * sizeof(int)),
+                     .val = sp_tape_alloc(t, cap * sizeof(float))};
+        if (!xs.start || !xs.col || !xs.val) return NULL;
+        sp_csr_from_dense(&xs, x->val, B, D);
+        sp_csr_matmul_add(y->val, &xs, W->val, G);
+        if (record && sp_needs_grad(W)) {
+            xt = (sp_csr){.start = sp_tape_alloc(t, (size_t)(D + 1) * sizeof(int)),
+                          .col = sp_tape_alloc(t, cap * sizeof(int)),
+                          .val = sp_tape_alloc(t, cap * sizeof(float))};
+            if (!xt.start || !xt.col || !xt.val) return NULL;
+            sp_csr_transpose(&xt, &xs);
+        }
+    } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, G, D, 1.0f, x->val, D, W->val,
+                    G, 1.0f, y->val, G);
+    }
+    if (record) {
+        *k = (lin_ctx){x, W, b, y, xt, B, D, G};
         if (sp_tape_record(t, lin_backward, k)) return NULL;
     }
     return y;

@@ -404,6 +404,47 @@ static void test_schema_errors(void) {
     expect_schema_error("absent.h5", "cannot open");
 }
 
+/* String attributes in every HDF5 flavour a user's tool may write (h5py
+ * writes variable-length UTF-8; other tools fixed-length UTF-8 or ASCII):
+ * each reads back, including non-ASCII bytes. */
+static void test_string_attr_flavours(void) {
+    char p[512], buf[64];
+    path_of(p, sizeof p, "attrs.h5");
+    hid_t f = H5Fcreate(p, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t sp = H5Screate(H5S_SCALAR);
+    const char *val = "caf\xc3\xa9 fixed";
+    struct {
+        const char *name;
+        int variable;
+        H5T_cset_t cset;
+    } kinds[4] = {{"fix_ascii", 0, H5T_CSET_ASCII},
+                  {"fix_utf8", 0, H5T_CSET_UTF8},
+                  {"var_ascii", 1, H5T_CSET_ASCII},
+                  {"var_utf8", 1, H5T_CSET_UTF8}};
+    for (int k = 0; k < 4; k++) {
+        hid_t t = H5Tcopy(H5T_C_S1);
+        H5Tset_size(t, kinds[k].variable ? H5T_VARIABLE : strlen(val));
+        H5Tset_cset(t, kinds[k].cset);
+        hid_t a = H5Acreate2(f, kinds[k].name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
+        CU_ASSERT_TRUE(a >= 0);
+        CU_ASSERT_TRUE(H5Awrite(a, t, kinds[k].variable ? (const void *)&val : val) >= 0);
+        H5Aclose(a);
+        H5Tclose(t);
+    }
+    H5Sclose(sp);
+    H5Fclose(f);
+    sp_dataset *d;
+    sp_error e;
+    CU_ASSERT_EQUAL_FATAL(sp_dataset_open(&d, p, &e), SP_OK);
+    for (int k = 0; k < 4; k++) {
+        int rc = sp_dataset_attr_string(d, "/", kinds[k].name, buf, sizeof buf, &e);
+        if (rc) printf("\n  %s: %s\n", kinds[k].name, e.msg);
+        CU_ASSERT_EQUAL(rc, SP_OK);
+        CU_ASSERT_STRING_EQUAL(buf, val);
+    }
+    sp_dataset_close(d);
+}
+
 static int cleanup(void) {
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
@@ -424,6 +465,7 @@ int main(void) {
         {"inspect prints schema and histogram", test_inspect},
         {"build errors leave no files", test_build_errors},
         {"schema errors name file and dataset", test_schema_errors},
+        {"string attributes: fixed/variable, ASCII/UTF-8", test_string_attr_flavours},
         {NULL, NULL},
     };
     static const sp_test_suite suites[] = {{"dataset", cases}, {NULL, NULL}};

@@ -1,0 +1,119 @@
+/* Sparse (CSR) times dense products; see include/supair/sparse.h for why.
+ *
+ * The kernel walks the output in slabs of SLAB columns: a slab of the dense
+ * operand (cols x SLAB floats, 640 KB for the scene projection) stays in L2
+ * while every row of the sparse matrix is processed, and the SLAB outputs of
+ * a row live in eight AVX registers across that row's nonzeros: one
+ * broadcast and eight FMAs per nonzero, with no stores in the inner loop. */
+#include "supair/sparse.h"
+
+#include <omp.h>
+#include <string.h>
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
+
+#define SLAB 64
+/* Below this many multiply-adds a team costs more than it saves. */
+#define SPARSE_OMP_MIN (1L << 20)
+
+long sp_count_nonzeros(const float *x, long n) {
+    long c = 0;
+    for (long i = 0; i < n; i++) c += x[i] != 0.0f; /* NaN != 0: counted */
+    return c;
+}
+
+void sp_csr_from_dense(sp_csr *out, const float *x, int rows, int cols) {
+    long e = 0;
+    out->rows = rows, out->cols = cols;
+    for (int i = 0; i < rows; i++) {
+        out->start[i] = (int)e;
+        const float *r = x + (size_t)i * cols;
+        for (int j = 0; j < cols; j++)
+            if (r[j] != 0.0f) out->col[e] = j, out->val[e] = r[j], e++;
+    }
+    out->start[rows] = (int)e;
+    out->nnz = e;
+}
+
+void sp_csr_transpose(sp_csr *out, const sp_csr *in) {
+    out->rows = in->cols, out->cols = in->rows, out->nnz = in->nnz;
+    memset(out->start, 0, (size_t)(in->cols + 1) * sizeof(int));
+    for (long e = 0; e < in->nnz; e++) out->start[in->col[e] + 1]++;
+    for (int j = 0; j < in->cols; j++) out->start[j + 1] += out->start[j];
+    /* Rows of `in` in ascending order: each output row gets its entries in
+     * ascending column order. start[j] is used as the fill cursor of row j
+     * and shifted back afterwards. */
+    for (int i = 0; i < in->rows; i++)
+        for (int e = in->start[i]; e < in->start[i + 1]; e++) {
+            int p = out->start[in->col[e]]++;
+            out->col[p] = i, out->val[p] = in->val[e];
+        }
+    for (int j = in->cols; j > 0; j--) out->start[j] = out->start[j - 1];
+    out->start[0] = 0;
+}
+
+/* One full slab: y[:, j0:j0+64] += A B[:, j0:j0+64]. */
+static void slab_full(float *restrict y, const sp_csr *a, const float *restrict b, int n, int j0) {
+    for (int i = 0; i < a->rows; i++) {
+        float *yr = y + (size_t)i * n + j0;
+        const int e0 = a->start[i], e1 = a->start[i + 1];
+        if (e0 == e1) continue;
+#if defined(__AVX2__) && defined(__FMA__)
+        __m256 c0 = _mm256_loadu_ps(yr), c1 = _mm256_loadu_ps(yr + 8);
+        __m256 c2 = _mm256_loadu_ps(yr + 16), c3 = _mm256_loadu_ps(yr + 24);
+        __m256 c4 = _mm256_loadu_ps(yr + 32), c5 = _mm256_loadu_ps(yr + 40);
+        __m256 c6 = _mm256_loadu_ps(yr + 48), c7 = _mm256_loadu_ps(yr + 56);
+        for (int e = e0; e < e1; e++) {
+            const __m256 v = _mm256_set1_ps(a->val[e]);
+            const float *br = b + (size_t)a->col[e] * n + j0;
+            c0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(br), c0);
+            c1 = _mm256_fmadd_ps(v, _mm256_loadu_ps(br + 8), c1);
+            c2 = _mm256_fmadd_ps(v, _mm256_loadu_ps(br + 16), c2);
+            c3 = _mm256_fmadd_ps(v, _mm256_loadu_ps(br + 24), c3);
+            c4 = _mm256_fmadd_ps(v, _mm256_loadu_ps(br + 32), c4);
+            c5 = _mm256_fmadd_ps(v, _mm256_loadu_ps(br + 40), c5);
+            c6 = _mm256_fmadd_ps(v, _mm256_loadu_ps(br + 48), c6);
+            c7 = _mm256_fmadd_ps(v, _mm256_loadu_ps(br + 56), c7);
+        }
+        _mm256_storeu_ps(yr, c0), _mm256_storeu_ps(yr + 8, c1);
+        _mm256_storeu_ps(yr + 16, c2), _mm256_storeu_ps(yr + 24, c3);
+        _mm256_storeu_ps(yr + 32, c4), _mm256_storeu_ps(yr + 40, c5);
+        _mm256_storeu_ps(yr + 48, c6), _mm256_storeu_ps(yr + 56, c7);
+#else
+        float acc[SLAB];
+        memcpy(acc, yr, sizeof acc);
+        for (int e = e0; e < e1; e++) {
+            const float v = a->val[e];
+            const float *br = b + (size_t)a->col[e] * n + j0;
+            for (int j = 0; j < SLAB; j++) acc[j] += v * br[j];
+        }
+        memcpy(yr, acc, sizeof acc);
+#endif
+    }
+}
+
+/* The last, narrower slab (w < 64 columns). */
+static void slab_tail(float *restrict y, const sp_csr *a, const float *restrict b, int n, int j0,
+                      int w) {
+    for (int i = 0; i < a->rows; i++) {
+        float *yr = y + (size_t)i * n + j0;
+        for (int e = a->start[i]; e < a->start[i + 1]; e++) {
+            const float v = a->val[e];
+            const float *br = b + (size_t)a->col[e] * n + j0;
+            for (int j = 0; j < w; j++) yr[j] += v * br[j];
+        }
+    }
+}
+
+void sp_csr_matmul_add(float *y, const sp_csr *a, const float *b, int n) {
+    const int full = n / SLAB, w = n % SLAB;
+    const int nslab = full + (w > 0);
+#pragma omp parallel for schedule(static) if (a->nnz * (long)n >= SPARSE_OMP_MIN && nslab > 1)
+    for (int s = 0; s < nslab; s++) {
+        if (s < full)
+            slab_full(y, a, b, n, s * SLAB);
+        else
+            slab_tail(y, a, b, n, s * SLAB, w);
+    }
+}
