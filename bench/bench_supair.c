@@ -99,6 +99,60 @@ static const char *make_scenes(float *x, int n) {
     return "synthetic scenes (squares on black)";
 }
 
+/* The LSTM input projection alone, forward + weight gradient, 1 thread:
+ * y (256, 1024) = x (256, 2500) W and dW = x^T dy, through the CSR kernels
+ * (build included) and through two sgemm calls, on the batch's scenes with
+ * pixels dropped or added to reach each density. Shows where the sparse
+ * path stops paying (sp_supair_linear switches at 15%). */
+static void projection_crossover(const float *scenes) {
+    const int Bn = B, D = 2500, G = 1024;
+    float *x = malloc((size_t)Bn * D * sizeof(float)), *W = malloc((size_t)D * G * sizeof(float));
+    float *y = malloc((size_t)Bn * G * sizeof(float)), *dW = malloc((size_t)D * G * sizeof(float));
+    float *dy = malloc((size_t)Bn * G * sizeof(float));
+    int *start = malloc((size_t)(D + 1) * sizeof(int)), *col = malloc((size_t)Bn * D * sizeof(int));
+    int *tstart = malloc((size_t)(D + 1) * sizeof(int)), *tcol = malloc((size_t)Bn * D * sizeof(int));
+    float *val = malloc((size_t)Bn * D * sizeof(float)), *tval = malloc((size_t)Bn * D * sizeof(float));
+    sp_rng_fill_uniform(W, (long)D * G, -0.05f, 0.05f, 5, 0, 0, 0);
+    sp_rng_fill_uniform(dy, (long)Bn * G, -1.0f, 1.0f, 6, 0, 0, 0);
+    omp_set_num_threads(1);
+    printf("input projection (256 x 2500 -> 1024), forward + weight gradient, 1 thread:\n");
+    printf("%9s %12s %10s %8s\n", "nonzeros", "sparse ms", "sgemm ms", "ratio");
+    const double dens[] = {-1, 0.05, 0.10, 0.15, 0.20, 0.30};
+    for (int di = 0; di < 6; di++) {
+        /* -1: the scenes as they are; otherwise pixels kept or filled (with
+         * 0.5) by a fixed hash until about that density */
+        for (long e = 0; e < (long)Bn * D; e++) {
+            double h = (double)((e * 2654435761u) % 1000) / 1000.0;
+            x[e] = dens[di] < 0 ? scenes[e] : (h < dens[di] ? (scenes[e] ? scenes[e] : 0.5f) : 0.0f);
+        }
+        double d = (double)sp_count_nonzeros(x, (long)Bn * D) / ((double)Bn * D);
+        double ts[5], tg[5];
+        for (int r = 0; r < 5; r++) {
+            double t0 = cpu_now();
+            sp_csr xs = {.start = start, .col = col, .val = val};
+            sp_csr xt = {.start = tstart, .col = tcol, .val = tval};
+            sp_csr_from_dense(&xs, x, Bn, D);
+            memset(y, 0, (size_t)Bn * G * sizeof(float));
+            sp_csr_matmul_add(y, &xs, W, G);
+            sp_csr_transpose(&xt, &xs);
+            memset(dW, 0, (size_t)D * G * sizeof(float));
+            sp_csr_matmul_add(dW, &xt, dy, G);
+            double t1 = cpu_now();
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Bn, G, D, 1.0f, x, D, W, G, 0.0f,
+                        y, G);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, D, G, Bn, 1.0f, x, D, dy, G, 0.0f,
+                        dW, G);
+            double t2 = cpu_now();
+            ts[r] = t1 - t0, tg[r] = t2 - t1;
+        }
+        double ms = median(ts, 5) * 1e3, mg = median(tg, 5) * 1e3;
+        printf("%8.1f%% %12.2f %10.2f %7.2fx%s\n", 100 * d, ms, mg, mg / ms,
+               dens[di] < 0 ? "  (the scenes as they are)" : "");
+    }
+    free(x), free(W), free(y), free(dW), free(dy), free(start), free(col), free(tstart), free(tcol);
+    free(val), free(tval);
+}
+
 static void usage(void) {
     fprintf(stderr, "usage: bench_supair [--threads N[,N...]] [--steps S]\n"
                     "  defaults: --threads 1,2 --steps 5 (plus one warm-up step)\n");
@@ -224,7 +278,8 @@ int main(int argc, char **argv) {
            "all threads; GFLOP/s counts the GEMM-shaped work executed (LSTM %.2f GF + SPN %.2f "
            "GF per step; the input projection over nonzero pixels only)\n",
            comp_names[0], comp_names[1], comp_names[2], comp_names[3], f_lstm / 1e9, f_spn / 1e9);
-    printf("reference: PyTorch port ~470 scenes/s per core\n");
+    printf("reference: PyTorch port ~470 scenes/s per core\n\n");
+    projection_crossover(x);
     sp_tape_destroy(t);
     free(x);
     v->destroy(m);

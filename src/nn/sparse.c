@@ -13,7 +13,9 @@
 #include <immintrin.h>
 #endif
 
+#ifndef SLAB
 #define SLAB 64
+#endif
 /* Below this many multiply-adds a team costs more than it saves. */
 #define SPARSE_OMP_MIN (1L << 20)
 
@@ -53,33 +55,23 @@ void sp_csr_transpose(sp_csr *out, const sp_csr *in) {
     out->start[0] = 0;
 }
 
-/* One full slab: y[:, j0:j0+64] += A B[:, j0:j0+64]. */
+/* One full slab: y[:, j0:j0+SLAB] += A B[:, j0:j0+SLAB]. The constant trip
+ * counts let the compiler unroll the lane loops and keep acc in registers. */
 static void slab_full(float *restrict y, const sp_csr *a, const float *restrict b, int n, int j0) {
     for (int i = 0; i < a->rows; i++) {
         float *yr = y + (size_t)i * n + j0;
         const int e0 = a->start[i], e1 = a->start[i + 1];
         if (e0 == e1) continue;
 #if defined(__AVX2__) && defined(__FMA__)
-        __m256 c0 = _mm256_loadu_ps(yr), c1 = _mm256_loadu_ps(yr + 8);
-        __m256 c2 = _mm256_loadu_ps(yr + 16), c3 = _mm256_loadu_ps(yr + 24);
-        __m256 c4 = _mm256_loadu_ps(yr + 32), c5 = _mm256_loadu_ps(yr + 40);
-        __m256 c6 = _mm256_loadu_ps(yr + 48), c7 = _mm256_loadu_ps(yr + 56);
+        __m256 acc[SLAB / 8];
+        for (int q = 0; q < SLAB / 8; q++) acc[q] = _mm256_loadu_ps(yr + 8 * q);
         for (int e = e0; e < e1; e++) {
             const __m256 v = _mm256_set1_ps(a->val[e]);
             const float *br = b + (size_t)a->col[e] * n + j0;
-            c0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(br), c0);
-            c1 = _mm256_fmadd_ps(v, _mm256_loadu_ps(br + 8), c1);
-            c2 = _mm256_fmadd_ps(v, _mm256_loadu_ps(br + 16), c2);
-            c3 = _mm256_fmadd_ps(v, _mm256_loadu_ps(br + 24), c3);
-            c4 = _mm256_fmadd_ps(v, _mm256_loadu_ps(br + 32), c4);
-            c5 = _mm256_fmadd_ps(v, _mm256_loadu_ps(br + 40), c5);
-            c6 = _mm256_fmadd_ps(v, _mm256_loadu_ps(br + 48), c6);
-            c7 = _mm256_fmadd_ps(v, _mm256_loadu_ps(br + 56), c7);
+            for (int q = 0; q < SLAB / 8; q++)
+                acc[q] = _mm256_fmadd_ps(v, _mm256_loadu_ps(br + 8 * q), acc[q]);
         }
-        _mm256_storeu_ps(yr, c0), _mm256_storeu_ps(yr + 8, c1);
-        _mm256_storeu_ps(yr + 16, c2), _mm256_storeu_ps(yr + 24, c3);
-        _mm256_storeu_ps(yr + 32, c4), _mm256_storeu_ps(yr + 40, c5);
-        _mm256_storeu_ps(yr + 48, c6), _mm256_storeu_ps(yr + 56, c7);
+        for (int q = 0; q < SLAB / 8; q++) _mm256_storeu_ps(yr + 8 * q, acc[q]);
 #else
         float acc[SLAB];
         memcpy(acc, yr, sizeof acc);
@@ -93,7 +85,7 @@ static void slab_full(float *restrict y, const sp_csr *a, const float *restrict 
     }
 }
 
-/* The last, narrower slab (w < 64 columns). */
+/* The last, narrower slab (w < SLAB columns). */
 static void slab_tail(float *restrict y, const sp_csr *a, const float *restrict b, int n, int j0,
                       int w) {
     for (int i = 0; i < a->rows; i++) {
