@@ -137,6 +137,25 @@ static inline void row_flush(double *s, const rowacc *r, float v) {
     s[3] += r->gyu, s[4] += (double)r->gy * v, s[5] += r->gy;
 }
 
+/* Axis-aligned fast path: one output row's contribution to the theta
+ * gradient, with w[j] the upstream weight of output column j (the output
+ * gradient when sampling, the scattered values when scattering) and q0, q1
+ * the two source rows that output row i reads (or writes) bilinearly. */
+static inline void axis_row_dtheta(double *s, const axpt *xs, axpt y, const float *q0,
+                                   const float *q1, const float *w, const float *u, int ow,
+                                   float v) {
+    rowacc r = {0, 0, 0, 0};
+    for (int j = 0; j < ow; j++) {
+        const axpt x = xs[j];
+        const float a0 = q0[x.i0], a1 = q0[x.i0 + 1];
+        const float b0 = q1[x.i0], b1 = q1[x.i0 + 1];
+        float dX = x.m * (y.w1 * (a1 - a0) + y.w * (b1 - b0));
+        float dY = y.m * (x.w1 * (b0 - a0) + x.w * (b1 - a1));
+        row_add(&r, w[j] * dX, w[j] * dY, u[j]);
+    }
+    row_flush(s, &r, v);
+}
+
 static int theta_ok(const sp_tensor *theta) {
     return theta->ndim == 2 && theta->shape[1] == 6;
 }
@@ -186,17 +205,7 @@ static void sample_backward(void *p) {
                             d1[x.i0 + 1] += gy1 * x.w;
                         }
                     }
-                    if (!dth) continue;
-                    rowacc r = {0, 0, 0, 0};
-                    for (int j = 0; j < g->ow; j++) {
-                        const axpt x = xs[j];
-                        const float a0 = q0[x.i0], a1 = q0[x.i0 + 1];
-                        const float b0 = q1[x.i0], b1 = q1[x.i0 + 1];
-                        float dX = x.m * (y.w1 * (a1 - a0) + y.w * (b1 - b0));
-                        float dY = y.m * (x.w1 * (b0 - a0) + x.w * (b1 - a1));
-                        row_add(&r, gi[j] * dX, gi[j] * dY, g->u[j]);
-                    }
-                    row_flush(s, &r, g->v[i]);
+                    if (dth) axis_row_dtheta(s, xs, y, q0, q1, gi, g->u, g->ow, g->v[i]);
                 }
                 if (dth)
                     for (int e = 0; e < 6; e++) dth[6 * b + e] += (float)s[e];
@@ -313,17 +322,7 @@ static void scatter_backward(void *p) {
                                   y.w * (x.w1 * q1[x.i0] + x.w * q1[x.i0 + 1]);
                     }
                 }
-                if (!dth) continue;
-                rowacc r = {0, 0, 0, 0};
-                for (int j = 0; j < g->ow; j++) {
-                    const axpt x = xs[j];
-                    const float a0 = q0[x.i0], a1 = q0[x.i0 + 1];
-                    const float b0 = q1[x.i0], b1 = q1[x.i0 + 1];
-                    float dX = x.m * (y.w1 * (a1 - a0) + y.w * (b1 - b0));
-                    float dY = y.m * (x.w1 * (b0 - a0) + x.w * (b1 - a1));
-                    row_add(&r, vi[j] * dX, vi[j] * dY, g->u[j]);
-                }
-                row_flush(s, &r, g->v[i]);
+                if (dth) axis_row_dtheta(s, xs, y, q0, q1, vi, g->u, g->ow, g->v[i]);
             }
             if (dth)
                 for (int e = 0; e < 6; e++) dth[6 * b + e] += (float)s[e];
