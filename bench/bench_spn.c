@@ -1,8 +1,11 @@
 /* SPN benchmark (`make bench`): forward and forward+backward median times of
  * SuPAIR's object SPN (N = 768: 256 scenes x 3 slots) and background SPN
- * (N = 1024: 256 scenes x 4 counts), at 1 and 2 threads, with gradients to
- * the parameters, the pixels and the marginalisation weights (as in
- * training). GF/s counts the GEMM flops only (sp_spn_flops); next to it the
+ * (N = 1024: 256 scenes x 4 counts) at 1 and 2 threads, with gradients to
+ * the parameters, the pixels and the marginalisation weights. The
+ * background SPN runs twice: on 1024 independent rows (sp_spn_logp), and as
+ * in training on 256 scenes with 4 marginalisations each (sp_spn_logp_multi,
+ * "bg x4": no pixel gradient, the scene is data). GF/s counts the
+ * multiply-adds of the algorithm run (sp_spn_flops, sp_spn_flops_multi); next to it the
  * plain cblas_sgemm rate of a square 1024 problem and of the object leaf GEMM
  * shape alone, measured in the same run. Reference point: a PyTorch port
  * spends ~0.16 s per 256-scene step in the object SPN on one core. */
@@ -87,7 +90,7 @@ typedef struct spn_bench {
     sp_spn *s;
     sp_params p;
     sp_tape *t;
-    int N, backward;
+    int N, M, backward; /* N rows of marg; x has N / M rows */
     float *x, *m, *gx, *gm;
 } spn_bench;
 
@@ -96,9 +99,10 @@ static void run_spn(void *vctx) {
     sp_tape_reset(b->t);
     sp_tape_set_grad(b->t, b->backward);
     const int D = sp_spn_get_config(b->s)->n_vars;
-    sp_tensor *x = sp_tensor_view(b->t, b->x, b->gx, 2, (int[]){b->N, D});
+    sp_tensor *x = sp_tensor_view(b->t, b->x, b->M > 1 ? NULL : b->gx, 2, (int[]){b->N / b->M, D});
     sp_tensor *m = sp_tensor_view(b->t, b->m, b->gm, 2, (int[]){b->N, D});
-    sp_tensor *y = sp_spn_logp(b->t, b->s, &b->p, x, m);
+    sp_tensor *y = b->M > 1 ? sp_spn_logp_multi(b->t, b->s, &b->p, x, m, b->M)
+                            : sp_spn_logp(b->t, b->s, &b->p, x, m);
     if (!y) {
         fprintf(stderr, "bench_spn: %s: sp_spn_logp failed (out of memory?)\n", b->name);
         exit(2);
@@ -109,11 +113,12 @@ static void run_spn(void *vctx) {
     }
 }
 
-static int spn_setup(spn_bench *b, const char *name, sp_spn_config cfg, int N) {
+static int spn_setup(spn_bench *b, const char *name, sp_spn_config cfg, int N, int M) {
     sp_error err = {0};
     memset(b, 0, sizeof *b);
     b->name = name;
     b->N = N;
+    b->M = M;
     sp_params_init(&b->p);
     if (sp_spn_create(&b->s, &cfg, &err) || sp_spn_add_params(b->s, &b->p, name, &err) ||
         sp_params_finalize(&b->p, &err)) {
@@ -149,9 +154,11 @@ int main(int argc, char **argv) {
     sp_error err = {0};
     sp_blas_ensure_coretype(argc, argv, &err);
     double t_start = sp_time_now();
-    spn_bench sb[2];
-    if (spn_setup(&sb[0], "obj", sp_spn_config_object(7), 768) ||
-        spn_setup(&sb[1], "bg", sp_spn_config_background(7), 1024))
+    enum { NB = 3 };
+    spn_bench sb[NB];
+    if (spn_setup(&sb[0], "obj", sp_spn_config_object(7), 768, 1) ||
+        spn_setup(&sb[1], "bg", sp_spn_config_background(7), 1024, 1) ||
+        spn_setup(&sb[2], "bg x4", sp_spn_config_background(7), 1024, 4))
         return 2;
     double load[3] = {0, 0, 0};
     FILE *lf = fopen("/proc/loadavg", "r");
@@ -163,7 +170,7 @@ int main(int argc, char **argv) {
            "below the core count); GF/s = useful GEMM flops per wall second; cpu ms = CPU\n"
            "time of all threads per call\n",
            sp_blas_corename(), load[0]);
-    printf("%-4s %7s %-5s %8s %8s %8s %9s %9s %8s\n", "spn", "threads", "N", "fwd ms", "fwd GF/s",
+    printf("%-5s %7s %-5s %8s %8s %8s %9s %9s %8s\n", "spn", "threads", "N", "fwd ms", "fwd GF/s",
            "f+b ms", "f+b cpu", "f+b GF/s", "steps/s");
     double gemm_sq[2], gemm_leaf[2];
     for (int ti = 0; ti < 2; ti++) {
@@ -172,16 +179,17 @@ int main(int argc, char **argv) {
         sp_cpu_flush_denormals();
         gemm_sq[ti] = gemm_gflops(1024, 1024, 1024);
         gemm_leaf[ti] = gemm_gflops(768, 20, 588);
-        for (int k = 0; k < 2; k++) {
+        for (int k = 0; k < NB; k++) {
             spn_bench *b = &sb[k];
-            double ff = sp_spn_flops(b->s, 0, 0) * b->N;
-            double fb = ff + sp_spn_flops(b->s, 1, 1) * b->N;
+            const int rows = b->N / b->M;
+            double ff = sp_spn_flops_multi(b->s, b->M, 0, 0) * rows;
+            double fb = ff + sp_spn_flops_multi(b->s, b->M, 1, b->M == 1) * rows;
             double cb;
             b->backward = 0;
             double tf = median_time(run_spn, b, NULL);
             b->backward = 1;
             double tb = median_time(run_spn, b, &cb);
-            printf("%-4s %7d %-5d %8.2f %8.1f %8.2f %9.2f %9.1f %8.1f\n", b->name, threads, b->N,
+            printf("%-5s %7d %-5d %8.2f %8.1f %8.2f %9.2f %9.1f %8.1f\n", b->name, threads, b->N,
                    tf * 1e3, ff / tf * 1e-9, tb * 1e3, cb * 1e3, fb / tb * 1e-9, 1.0 / tb);
         }
     }
@@ -189,7 +197,6 @@ int main(int argc, char **argv) {
         printf("cblas_sgemm %d thread%s: 1024^3 %.1f GF/s, leaf shape 768x588x20 %.1f GF/s\n",
                ti + 1, ti ? "s" : " ", gemm_sq[ti], gemm_leaf[ti]);
     printf("total bench time %.1f s\n", sp_time_now() - t_start);
-    spn_teardown(&sb[0]);
-    spn_teardown(&sb[1]);
+    for (int k = 0; k < NB; k++) spn_teardown(&sb[k]);
     return 0;
 }

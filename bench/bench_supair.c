@@ -221,7 +221,7 @@ int main(int argc, char **argv) {
     sp_spn_create(&so, &oc, &err);
     sp_spn_create(&sb, &bc, &err);
     double f_spn = K * B * (sp_spn_flops(so, 0, 0) + sp_spn_flops(so, 1, 1)) +
-                   (K + 1) * B * (sp_spn_flops(sb, 0, 0) + sp_spn_flops(sb, 1, 1));
+                   B * (sp_spn_flops_multi(sb, K + 1, 0, 0) + sp_spn_flops_multi(sb, K + 1, 1, 0));
     sp_spn_free(so);
     sp_spn_free(sb);
 

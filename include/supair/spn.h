@@ -100,10 +100,12 @@ sp_tensor *sp_spn_logp(sp_tape *t, const sp_spn *s, const sp_params *p, const sp
  * returns (Nx * M), row n * M + k = log p(x row n ; marg row n*M + k). The
  * same values and gradients as sp_spn_logp on x with every row repeated M
  * times (the copies' x gradients are summed into x->grad). 1 <= M <=
- * SP_SPN_MAX_MULTI. SuPAIR's background SPN, evaluated once per possible
- * object count (M = K + 1) on the same scene, can call this instead of
- * copying the scene; today it replicates x internally (the entry point for
- * a leaf kernel that computes the x-dependent part once per scene). */
+ * SP_SPN_MAX_MULTI. SuPAIR's background SPN is evaluated once per possible
+ * object count (M = K + 1) on the same scene: with two leaf regions per
+ * repetition and M <= 4 the leaf kernel computes the x-dependent part of
+ * the leaf densities once per scene (values and marg gradients bit for bit
+ * those of the repeated rows; x and parameter gradients to rounding, as a
+ * scene's M terms are summed first). Other SPNs repeat x internally. */
 sp_tensor *sp_spn_logp_multi(sp_tape *t, const sp_spn *s, const sp_params *p, const sp_tensor *x,
                              const sp_tensor *marg, int M);
 
@@ -123,8 +125,13 @@ int sp_spn_leaf_region(const sp_spn *s, int rep, int var);
 long sp_spn_n_params(const sp_spn *s);
 /* Useful GEMM FLOPs per example (2 per multiply-add), for benchmarks:
  * forward only (backward = 0), or backward with (input_grads = 1) or without
- * the leaf input-gradient GEMM. (With 2 leaf regions per repetition the leaf
- * layer runs one dense GEMM that does twice these leaf flops: see spn.c.) */
+ * the leaf input-gradient GEMM. */
 double sp_spn_flops(const sp_spn *s, int backward, int input_grads);
+/* The same per x row of sp_spn_logp_multi with M marginalisations: M times
+ * the above, except where the shared leaf kernel runs (2 leaf regions per
+ * repetition, M <= 4); there the leaf layer counts its own multiply-adds per
+ * pixel, Gaussian and repetition: 2 + M forward (the x-dependent part once,
+ * then one per marginalisation), 5 + 2M backward (+ 2 for input_grads). */
+double sp_spn_flops_multi(const sp_spn *s, int M, int backward, int input_grads);
 
 #endif

@@ -324,17 +324,13 @@ static int forward(supair *m, sp_tape *t, const sp_params *p, const float *x, in
     sp_tensor *marg_obj = sp_supair_one_minus(t, vis);
 
     // likelihoods: each glimpse once, the scene once per possible count
-    sp_tensor *xbg = sp_tensor_2d(t, B * (K + 1), SCENE_PX, 0);
-    if (xbg)
-        for (int b = 0; b < B; b++)
-            for (int k = 0; k <= K; k++)
-                memcpy(xbg->val + ((size_t)b * (K + 1) + k) * SCENE_PX, x + (size_t)b * SCENE_PX,
-                       SCENE_PX * sizeof(float));
+    // (the background SPN shares a scene's x-dependent leaf terms between
+    // its K + 1 marginalisations)
     sp_tensor *glim2 = glim ? sp_reshape(t, glim, 2, (int[]){B * K, GG}) : NULL;
     sp_tensor *marg2 = marg_obj ? sp_reshape(t, marg_obj, 2, (int[]){B * K, GG}) : NULL;
     mark(m, t, SP_SUPAIR_T_REST, &t0);
     sp_tensor *lpo = sp_spn_logp(t, m->obj, p, glim2, marg2);
-    sp_tensor *lpb = sp_spn_logp(t, m->bg, p, xbg, marg_bg);
+    sp_tensor *lpb = sp_spn_logp_multi(t, m->bg, p, X, marg_bg, K + 1);
     mark(m, t, SP_SUPAIR_T_SPN, &t0);
     sp_tensor *vis2 = vis ? sp_reshape(t, vis, 2, (int[]){B * K, GG}) : NULL;
     o->loss = sp_supair_elbo(t, o->z, K, lpo, vis2, lpb, &m->pr, o->elbo, o->count);

@@ -48,6 +48,13 @@
  * Applied as (z < Z_MIN ? Z_MIN : z) so a NaN passes through. */
 #define Z_MIN 1e-30f
 
+/* Dense leaf kernels (see there): pixels per tile; marginalisations per
+ * scene handled in one pass, their weights and gradients in registers
+ * (sp_spn_logp_multi repeats x for larger M); scenes per chunk. */
+#define DENSE_TILE 256
+#define DENSE_MAX_M 4
+#define DENSE_SCENES 16
+
 struct sp_spn {
     sp_spn_config cfg;
     int D, d, R, K, S, G0;
@@ -69,6 +76,8 @@ struct sp_spn {
      * pixel's region, in pixel order. It wastes a factor G0 of flops but
      * needs no gathers and gives the GEMM R*G0*K columns instead of K. */
     int dense;
+    long Dp;          /* dense mode: D rounded up to 8 */
+    uint32_t *rmask;  /* dense mode: (R, Dp) all ones where the pixel is in leaf region 1 */
     int has_params;
     int i_mean, i_var, i_sum[SP_SPN_MAX_DEPTH], i_root;
     char prefix[48];
@@ -184,7 +193,18 @@ int sp_spn_create(sp_spn **out, const sp_spn_config *cfg, sp_error *err) {
     s->ctop = s->width[s->d - 1] * s->width[s->d - 1];
     s->cmax = s->ctop;
     s->dense = s->G0 <= 2;
-    long o = align16(3L * s->R * s->D * s->K * (s->dense ? s->G0 : 1));
+    s->Dp = (s->D + 7L) / 8 * 8;
+    if (s->dense) {
+        s->rmask = calloc((size_t)s->R * s->Dp, sizeof(uint32_t));
+        if (!s->rmask) {
+            sp_spn_free(s);
+            return sp_fail(err, SP_ERUNTIME, "spn: out of memory");
+        }
+        for (int r = 0; r < s->R; r++)
+            for (int i = 0; i < s->D; i++)
+                s->rmask[(long)r * s->Dp + i] = s->region_of[(long)r * s->D + i] ? 0xFFFFFFFFu : 0u;
+    }
+    long o = align16(s->dense ? 3L * s->R * s->K * s->Dp : 3L * s->R * s->D * s->K);
     for (int l = 1; l < s->d; l++) {
         int c = s->width[l - 1] * s->width[l - 1];
         if (c > s->cmax) s->cmax = c;
@@ -197,7 +217,7 @@ int sp_spn_create(sp_spn **out, const sp_spn_config *cfg, sp_error *err) {
     /* Chunk size, a function of the config only (never of the threads):
      * gather mode keeps the chunk's pixel-major features (3D, nb) within
      * about L2 (~600 KB), from which each region copies its rows; dense mode
-     * streams whole rows, and its weight-gradient GEMM reduces over nb. */
+     * has its own chunks of DENSE_SCENES scenes (see the dense kernels). */
 #ifndef SPN_CHUNK_BYTES
 #define SPN_CHUNK_BYTES (640L * 1024)
 #endif
@@ -205,7 +225,7 @@ int sp_spn_create(sp_spn **out, const sp_spn_config *cfg, sp_error *err) {
     nb = nb / 8 * 8;
     if (nb < 16) nb = 16;
     if (nb > 128) nb = 128;
-    if (s->dense) nb = 64;
+    if (s->dense) nb = DENSE_SCENES * DENSE_MAX_M; /* the largest dense chunk */
     s->nb = nb;
     *out = s;
     return SP_OK;
@@ -216,6 +236,7 @@ void sp_spn_free(sp_spn *s) {
     free(s->perm);
     free(s->region_of);
     free(s->off);
+    free(s->rmask);
     free(s);
 }
 
@@ -243,6 +264,15 @@ double sp_spn_flops(const sp_spn *s, int backward, int input_grads) {
     double top = 2.0 * s->R * s->ctop;
     if (!backward) return leaf + sum + top;
     return leaf * (input_grads ? 2 : 1) + 2 * sum + 3 * top;
+}
+
+double sp_spn_flops_multi(const sp_spn *s, int M, int backward, int input_grads) {
+    if (!s->dense || M > DENSE_MAX_M) return M * sp_spn_flops(s, backward, input_grads);
+    double leaf = 2.0 * 3.0 * s->D * s->K * s->R; /* sp_spn_flops' leaf term, one row */
+    double cells = (double)s->D * s->K * s->R;
+    double shared = 2.0 * cells * (backward ? 5 + 2 * M + (input_grads ? 2 : 0) : 2 + M);
+    double rest = sp_spn_flops(s, backward, input_grads) - leaf * (backward && input_grads ? 2 : 1);
+    return shared + M * rest;
 }
 
 /* ------------------------------------------------------------ parameters */
@@ -328,9 +358,8 @@ static void softmax_rows(float *out, const float *in, long rows, int n) {
  * i of leaf region j of repetition r lives in the derived buffer. */
 static inline long theta_index(const sp_spn *s, int r, int j, int i, int k, int plane) {
     if (s->dense) {
-        long cols = (long)s->R * s->G0 * s->K;
         int q = s->perm[(long)r * s->D + s->off[j] + i];
-        return ((long)plane * s->D + q) * cols + ((long)r * s->G0 + j) * s->K + k;
+        return ((long)(r * s->K + k) * 3 + plane) * s->Dp + q;
     }
     int len = s->off[j + 1] - s->off[j];
     return theta_off(s, r, j) + ((long)plane * len + i) * s->K + k;
@@ -343,7 +372,7 @@ static void compute_derived(const sp_spn *s, const sp_params *p, float *der, int
     const float vmin = s->cfg.var_min, vrange = s->cfg.var_max - s->cfg.var_min;
     const float half_log_2pi = 0.91893853320467274f;
     const int K = s->K;
-    if (s->dense) memset(der, 0, (size_t)3 * s->D * s->R * s->G0 * K * sizeof(float));
+    if (s->dense) memset(der, 0, (size_t)3 * s->R * K * s->Dp * sizeof(float));
 #pragma omp parallel for schedule(static) num_threads(T)
     for (int rj = 0; rj < s->R * s->G0; rj++) {
         int r = rj / s->G0, j = rj % s->G0;
@@ -400,12 +429,16 @@ static void features_vec(float *restrict w, float *restrict wx, float *restrict 
     }
 }
 
-/* Dense mode: row n of fp (nb, 3D) = [w | w x | w x^2] of example n0 + n. */
-static void leaf_features(float *fp, const float *x, const float *m, long n0, int nb, int D) {
-    for (int n = 0; n < nb; n++) {
-        float *f = fp + 3L * n * D;
-        features_vec(f, f + D, f + 2 * D, x + (n0 + n) * D, m ? m + (n0 + n) * D : NULL, D);
-    }
+/* w = 1 - clip(m, 0, 1) of n values. */
+static void features_w(float *restrict w, const float *restrict m, long n) {
+    long i = 0;
+#if defined(__AVX2__)
+    const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(
+            w + i, _mm256_sub_ps(one, _mm256_min_ps(_mm256_max_ps(_mm256_loadu_ps(m + i), zero), one)));
+#endif
+    for (; i < n; i++) w[i] = 1.0f - clip01(m[i]);
 }
 
 #if defined(__AVX2__)
@@ -545,15 +578,206 @@ static void outer(float *E, const float *ea, const float *eb, int nb, int w) {
     }
 }
 
+/* ------------------------------------------------ dense leaf kernels */
+
+/* Dense mode (two leaf regions per repetition, the background SPN) keeps
+ * Theta per (repetition, Gaussian) as three planes over the pixels in their
+ * natural order, (R, K, 3, Dp) with Dp = D rounded up to 8 and zeros past D,
+ * and a bit mask per repetition (R, Dp) of the pixels in leaf region 1.
+ * A scene's M marginalisations (sp_spn_logp_multi, one per object count)
+ * share the x-dependent part of the leaf densities,
+ *   G(i) = A(i) + x_i B(i) + x_i^2 C(i),
+ * so the kernels compute G once per scene and pixel and give each
+ * marginalisation k only its weights: value[k][g] = sum_i w_k(i) [i in g] G(i),
+ * w = 1 - clip(m, 0, 1). That is 2 + 2M multiply-adds per pixel and Gaussian
+ * where a GEMM over [w | w x | w x^2] rows would do 3 per region and
+ * marginalisation (twice that for a GEMM that cannot skip the other
+ * region). The kernels run over pixel tiles of DENSE_TILE so the tile's
+ * Theta (3 R K DENSE_TILE floats, 55 KB for the background SPN) stays in L2
+ * while every scene of the chunk passes over it (sizes at the file top). */
+
+/* xs (DENSE_TILE) = pixels [p0, p0 + np) of scene row x, ws (M, DENSE_TILE)
+ * = 1 - clip(m) of the scene's M marginalisation rows (1 when m is NULL);
+ * zero past np, where Theta is zero too. */
+static void dense_tile_inputs(float *xs, float *ws, const float *x, const float *m, int M, long D,
+                              long p0, int np) {
+    for (int i = 0; i < DENSE_TILE; i++) xs[i] = i < np ? x[p0 + i] : 0.0f;
+    for (int k = 0; k < M; k++) {
+        float *w = ws + k * DENSE_TILE;
+        if (m) {
+            features_w(w, m + k * D + p0, np);
+        } else {
+            for (int i = 0; i < np; i++) w[i] = 1.0f;
+        }
+        for (int i = np; i < DENSE_TILE; i++) w[i] = 0.0f;
+    }
+}
+
+#if defined(__AVX2__)
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* Forward of one (repetition, Gaussian) over nv vectors of a tile for MG
+ * marginalisations: acc (MG, 2, 8) += lane partial sums of w_k G split by
+ * region. MG is a constant where this is inlined. */
+static inline __attribute__((always_inline)) void
+dense_fwd_group(float *acc, const float *A, const float *B, const float *C, const uint32_t *mk,
+                const float *xs, const float *ws, int nv, const int MG) {
+    __m256 s0[DENSE_MAX_M], s1[DENSE_MAX_M];
+    for (int j = 0; j < MG; j++) {
+        s0[j] = _mm256_loadu_ps(acc + 16 * j);
+        s1[j] = _mm256_loadu_ps(acc + 16 * j + 8);
+    }
+    for (int v = 0; v < nv; v++) {
+        __m256 x = _mm256_loadu_ps(xs + 8 * v);
+        __m256 G = _mm256_fmadd_ps(
+            _mm256_fmadd_ps(_mm256_loadu_ps(C + 8 * v), x, _mm256_loadu_ps(B + 8 * v)), x,
+            _mm256_loadu_ps(A + 8 * v));
+        __m256 msk = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(mk + 8 * v)));
+        __m256 g1 = _mm256_and_ps(msk, G), g0 = _mm256_andnot_ps(msk, G);
+        for (int j = 0; j < MG; j++) {
+            __m256 w = _mm256_loadu_ps(ws + j * DENSE_TILE + 8 * v);
+            s0[j] = _mm256_fmadd_ps(w, g0, s0[j]);
+            s1[j] = _mm256_fmadd_ps(w, g1, s1[j]);
+        }
+    }
+    for (int j = 0; j < MG; j++) {
+        _mm256_storeu_ps(acc + 16 * j, s0[j]);
+        _mm256_storeu_ps(acc + 16 * j + 8, s1[j]);
+    }
+}
+
+/* Backward of one scene over nv vectors of a tile, for MG marginalisations:
+ * gL (MG rows of stride ldg, each (R, 2, K)) are the gradients of the leaf
+ * values. Adds into dT (Theta's gradient, the (R, K, 3, Dp) layout at the
+ * tile), gxs (DENSE_TILE) d/dx and gws (MG, DENSE_TILE) d/dw. Per pixel and
+ * (r, Gaussian): P_k = gL[k][region] (a blend), D = sum_k w_k P_k is the
+ * gradient of G, so dA += D, dB += D x, dC += D x^2, d/dx += D (B + 2 C x),
+ * d/dw_k += P_k G. */
+static inline __attribute__((always_inline)) void
+dense_bwd_group(float *dT, float *gxs, float *gws, const float *T, const uint32_t *mask, long Dp,
+                int R, int K, const float *xs, const float *ws, const float *gL, long ldg, int nv,
+                const int MG) {
+    for (int v = 0; v < nv; v++) {
+        __m256 x = _mm256_loadu_ps(xs + 8 * v);
+        __m256 x2 = _mm256_add_ps(x, x), xx = _mm256_mul_ps(x, x);
+        __m256 w[DENSE_MAX_M], gw[DENSE_MAX_M];
+        for (int j = 0; j < MG; j++) {
+            w[j] = _mm256_loadu_ps(ws + j * DENSE_TILE + 8 * v);
+            gw[j] = _mm256_loadu_ps(gws + j * DENSE_TILE + 8 * v);
+        }
+        __m256 gx = _mm256_loadu_ps(gxs + 8 * v);
+        for (int r = 0; r < R; r++) {
+            __m256 msk =
+                _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(mask + r * Dp + 8 * v)));
+            for (int kk = 0; kk < K; kk++) {
+                const long to = ((long)(r * K + kk) * 3) * Dp + 8 * v;
+                __m256 a = _mm256_loadu_ps(T + to), b = _mm256_loadu_ps(T + to + Dp),
+                       c = _mm256_loadu_ps(T + to + 2 * Dp);
+                __m256 G = _mm256_fmadd_ps(_mm256_fmadd_ps(c, x, b), x, a);
+                __m256 D = _mm256_setzero_ps();
+                for (int j = 0; j < MG; j++) {
+                    const float *g = gL + j * ldg + (long)r * 2 * K + kk;
+                    __m256 P = _mm256_blendv_ps(_mm256_broadcast_ss(g), _mm256_broadcast_ss(g + K),
+                                                msk);
+                    gw[j] = _mm256_fmadd_ps(P, G, gw[j]);
+                    D = _mm256_fmadd_ps(w[j], P, D);
+                }
+                gx = _mm256_fmadd_ps(D, _mm256_fmadd_ps(c, x2, b), gx);
+                _mm256_storeu_ps(dT + to, _mm256_add_ps(_mm256_loadu_ps(dT + to), D));
+                _mm256_storeu_ps(dT + to + Dp, _mm256_fmadd_ps(D, x, _mm256_loadu_ps(dT + to + Dp)));
+                _mm256_storeu_ps(dT + to + 2 * Dp,
+                                 _mm256_fmadd_ps(D, xx, _mm256_loadu_ps(dT + to + 2 * Dp)));
+            }
+        }
+        for (int j = 0; j < MG; j++) _mm256_storeu_ps(gws + j * DENSE_TILE + 8 * v, gw[j]);
+        _mm256_storeu_ps(gxs + 8 * v, gx);
+    }
+}
+#endif
+
+/* Forward of one scene over one tile (nv = tile vectors, p0 its first
+ * pixel): acc (R, K, M, 2, 8) lane partial sums. */
+static void dense_tile_forward(const sp_spn *s, const float *T, float *acc, long p0, int nv,
+                               const float *xs, const float *ws, int M) {
+    const int R = s->R, K = s->K;
+    const long Dp = s->Dp;
+    for (int r = 0; r < R; r++)
+        for (int kk = 0; kk < K; kk++) {
+            const float *A = T + ((long)(r * K + kk) * 3) * Dp + p0, *B = A + Dp, *C = B + Dp;
+            const uint32_t *mk = s->rmask + r * Dp + p0;
+            float *a = acc + (long)(r * K + kk) * M * 16;
+#if defined(__AVX2__)
+            switch (M) {
+            case 1: dense_fwd_group(a, A, B, C, mk, xs, ws, nv, 1); break;
+            case 2: dense_fwd_group(a, A, B, C, mk, xs, ws, nv, 2); break;
+            case 3: dense_fwd_group(a, A, B, C, mk, xs, ws, nv, 3); break;
+            default: dense_fwd_group(a, A, B, C, mk, xs, ws, nv, 4); break;
+            }
+#else
+            for (int i = 0; i < 8 * nv; i++) {
+                float G = A[i] + xs[i] * (B[i] + xs[i] * C[i]);
+                int g = mk[i] != 0;
+                for (int k = 0; k < M; k++) a[k * 16 + g * 8 + (i & 7)] += ws[k * DENSE_TILE + i] * G;
+            }
+#endif
+        }
+}
+
+/* Backward of one scene over one tile; see dense_bwd_group. */
+static void dense_tile_backward(const sp_spn *s, const float *T, float *dT, float *gxs, float *gws,
+                                long p0, int nv, const float *xs, const float *ws, const float *gL,
+                                long ldg, int M) {
+    const int R = s->R, K = s->K;
+    const long Dp = s->Dp;
+    T += p0;
+    dT += p0;
+    const uint32_t *mask = s->rmask + p0;
+#if defined(__AVX2__)
+    switch (M) {
+    case 1: dense_bwd_group(dT, gxs, gws, T, mask, Dp, R, K, xs, ws, gL, ldg, nv, 1); break;
+    case 2: dense_bwd_group(dT, gxs, gws, T, mask, Dp, R, K, xs, ws, gL, ldg, nv, 2); break;
+    case 3: dense_bwd_group(dT, gxs, gws, T, mask, Dp, R, K, xs, ws, gL, ldg, nv, 3); break;
+    default: dense_bwd_group(dT, gxs, gws, T, mask, Dp, R, K, xs, ws, gL, ldg, nv, 4); break;
+    }
+#else
+    for (int i = 0; i < 8 * nv; i++) {
+        float x = xs[i];
+        for (int r = 0; r < R; r++) {
+            int g = mask[r * Dp + i] != 0;
+            for (int kk = 0; kk < K; kk++) {
+                const long to = ((long)(r * K + kk) * 3) * Dp + i;
+                float G = T[to] + x * (T[to + Dp] + x * T[to + 2 * Dp]), D = 0;
+                for (int k = 0; k < M; k++) {
+                    float P = gL[k * ldg + ((long)r * 2 + g) * K + kk];
+                    gws[k * DENSE_TILE + i] += P * G;
+                    D += ws[k * DENSE_TILE + i] * P;
+                }
+                gxs[i] += D * (T[to + Dp] + 2.0f * x * T[to + 2 * Dp]);
+                dT[to] += D;
+                dT[to + Dp] += D * x;
+                dT[to + 2 * Dp] += D * x * x;
+            }
+        }
+    }
+#endif
+}
+
 /* ------------------------------------------------------------- the op */
 
 typedef struct spn_ctx {
     const sp_spn *s;
     const sp_params *p;
-    const float *x, *m; /* (N, D); m may be NULL */
+    const float *x, *m; /* x (N / M, D), m (N, D) or NULL */
     float *gx, *gm;     /* may be NULL */
     sp_tensor *out;
     int N, T;
+    int M;  /* marginalisations per x row (> 1 only in dense mode) */
+    int nb; /* examples per chunk: s->nb, or DENSE_SCENES * M in dense mode */
     float *der;                 /* derived parameters */
     float *V[SP_SPN_MAX_DEPTH]; /* (N, R, groups[l], width[l]) values */
     float *Z[SP_SPN_MAX_DEPTH]; /* (N, R, groups[l], S) linear sums, l >= 1 */
@@ -567,9 +791,11 @@ typedef struct spn_ctx {
 /* Per-thread scratch carved from one block. */
 typedef struct spn_scratch {
     float *E, *gE, *ea, *eb, *ta, *tb, *ma, *mb, *ca, *cb, *cr, *gz, *gV[SP_SPN_MAX_DEPTH];
-    /* Dense mode: leaf features and their gradients, (nb, 3D) example-major.
-     * Gather mode: fp holds the gradients wrt x and m pixel-major (2D, nb). */
-    float *fp, *gfp;
+    /* Gather mode: the gradients wrt x and m pixel-major (2D, nb). */
+    float *fp;
+    /* Dense mode: a tile's inputs and input gradients, and the chunk's lane
+     * partial sums of the leaf values. */
+    float *xs, *ws, *gxs, *gws, *acc;
     float *FT;      /* (3 maxlen, nb) one region's operand (gather mode) */
     float *xT, *mT; /* (D, nb) x and m transposed (gather mode) */
 } spn_scratch;
@@ -583,9 +809,14 @@ static long carve(const sp_spn *s, float *base, spn_scratch *sc) {
         if (base) (ptr) = base + o;                                                                \
         o += align16((long)(n));                                                                   \
     } while (0)
-    TAKE(sc->fp, (s->dense ? 3L : 2L) * nb * s->D);
-    if (s->dense) TAKE(sc->gfp, 3L * nb * s->D);
-    if (!s->dense) {
+    if (s->dense) {
+        TAKE(sc->xs, DENSE_TILE);
+        TAKE(sc->ws, DENSE_MAX_M * DENSE_TILE);
+        TAKE(sc->gxs, DENSE_TILE);
+        TAKE(sc->gws, DENSE_MAX_M * DENSE_TILE);
+        TAKE(sc->acc, (long)DENSE_SCENES * s->R * s->K * DENSE_MAX_M * 16);
+    } else {
+        TAKE(sc->fp, 2L * nb * s->D);
         TAKE(sc->FT, (long)nb * 3 * s->maxlen);
         TAKE(sc->xT, (long)nb * s->D);
         TAKE(sc->mT, (long)nb * s->D);
@@ -647,15 +878,85 @@ static void input_grads(float *gx, float *gm, const float *x, const float *m, co
     }
 }
 
+/* Dense mode, leaf values of examples [n0, n0 + nb): whole scenes of M
+ * examples each, tile by tile (see the dense kernels). */
+static void dense_forward(const spn_ctx *c, long n0, int nb, const spn_scratch *sc) {
+    const sp_spn *s = c->s;
+    const int M = c->M, R = s->R, K = s->K, nsc = nb / M;
+    const long D = s->D, sc0 = n0 / M, per = (long)R * K * M * 16, vs0 = vstride(s, 0);
+    memset(sc->acc, 0, (size_t)nsc * per * sizeof(float));
+    for (long p0 = 0; p0 < D; p0 += DENSE_TILE) {
+        const int np = D - p0 < DENSE_TILE ? (int)(D - p0) : DENSE_TILE, nv = (np + 7) / 8;
+        for (int n = 0; n < nsc; n++) {
+            const long e = sc0 + n;
+            dense_tile_inputs(sc->xs, sc->ws, c->x + e * D, c->m ? c->m + e * M * D : NULL, M, D,
+                              p0, np);
+            dense_tile_forward(s, c->der, sc->acc + n * per, p0, nv, sc->xs, sc->ws, M);
+        }
+    }
+    for (int n = 0; n < nsc; n++)
+        for (int r = 0; r < R; r++)
+            for (int kk = 0; kk < K; kk++)
+                for (int k = 0; k < M; k++)
+                    for (int g = 0; g < 2; g++) {
+                        const float *a = sc->acc + n * per + ((long)(r * K + kk) * M + k) * 16 + g * 8;
+                        float v = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+                        c->V[0][(n0 + (long)n * M + k) * vs0 + ((long)r * 2 + g) * K + kk] = v;
+                    }
+}
+
+/* gm -= gw where 0 <= m <= 1 (dw/dm = -1; clip passes nothing outside), n
+ * values. */
+static void marg_grad(float *restrict gm, const float *restrict m, const float *restrict gw, int n) {
+    int i = 0;
+#if defined(__AVX2__)
+    const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+    for (; i + 8 <= n; i += 8) {
+        __m256 mv = _mm256_loadu_ps(m + i);
+        __m256 inside = _mm256_and_ps(_mm256_cmp_ps(mv, zero, _CMP_GE_OQ),
+                                      _mm256_cmp_ps(mv, one, _CMP_LE_OQ));
+        _mm256_storeu_ps(gm + i, _mm256_sub_ps(_mm256_loadu_ps(gm + i),
+                                               _mm256_and_ps(inside, _mm256_loadu_ps(gw + i))));
+    }
+#endif
+    for (; i < n; i++)
+        if (m[i] >= 0.0f && m[i] <= 1.0f) gm[i] -= gw[i];
+}
+
+/* Dense mode, backward of the leaves of examples [n0, n0 + nb) from their
+ * value gradients sc->gV[0]: Theta's gradient into part, x's and m's into
+ * c->gx and c->gm (when they exist). */
+static void dense_backward(const spn_ctx *c, long n0, int nb, const spn_scratch *sc, float *part) {
+    const sp_spn *s = c->s;
+    const int M = c->M, nsc = nb / M;
+    const long D = s->D, sc0 = n0 / M, vs0 = vstride(s, 0);
+    for (long p0 = 0; p0 < D; p0 += DENSE_TILE) {
+        const int np = D - p0 < DENSE_TILE ? (int)(D - p0) : DENSE_TILE, nv = (np + 7) / 8;
+        for (int n = 0; n < nsc; n++) {
+            const long e = sc0 + n;
+            const float *m = c->m ? c->m + e * M * D : NULL;
+            dense_tile_inputs(sc->xs, sc->ws, c->x + e * D, m, M, D, p0, np);
+            memset(sc->gxs, 0, DENSE_TILE * sizeof(float));
+            memset(sc->gws, 0, (size_t)M * DENSE_TILE * sizeof(float));
+            dense_tile_backward(s, c->der, part, sc->gxs, sc->gws, p0, nv, sc->xs, sc->ws,
+                                sc->gV[0] + (long)n * M * vs0, vs0, M);
+            if (c->gx) {
+                float *gx = c->gx + e * D + p0;
+                for (int i = 0; i < np; i++) gx[i] += sc->gxs[i];
+            }
+            if (c->gm)
+                for (int k = 0; k < M; k++)
+                    marg_grad(c->gm + (e * M + k) * D + p0, m + k * D + p0,
+                              sc->gws + k * DENSE_TILE, np);
+        }
+    }
+}
+
 static void forward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch *sc) {
     const sp_spn *s = c->s;
     const int K = s->K, S = s->S, R = s->R, d = s->d;
-    const long D3 = 3L * s->D;
     if (s->dense) {
-        leaf_features(sc->fp, c->x, c->m, n0, nb, s->D);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, (int)vstride(s, 0), (int)D3,
-                    1.0f, sc->fp, (int)D3, c->der, (int)vstride(s, 0), 0.0f,
-                    c->V[0] + n0 * vstride(s, 0), (int)vstride(s, 0));
+        dense_forward(c, n0, nb, sc);
     } else {
         transpose_chunk(sc->xT, sc->mT, c->x, c->m, n0, nb, s->D);
     }
@@ -732,13 +1033,8 @@ static void backward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch 
     const int K = s->K, S = s->S, R = s->R, d = s->d;
     const float *g = c->out->grad + n0;
     const int need_in = c->gx || c->gm;
-    const long D3 = 3L * s->D;
     for (int l = 0; l < d; l++) memset(sc->gV[l], 0, (size_t)nb * vstride(s, l) * sizeof(float));
-    if (s->dense)
-        leaf_features(sc->fp, c->x, c->m, n0, nb, s->D);
-    else
-        transpose_chunk(sc->xT, sc->mT, c->x, c->m, n0, nb, s->D);
-    if (need_in && s->dense) memset(sc->gfp, 0, (size_t)nb * D3 * sizeof(float));
+    if (!s->dense) transpose_chunk(sc->xT, sc->mT, c->x, c->m, n0, nb, s->D);
     if (need_in && !s->dense) memset(sc->fp, 0, (size_t)2 * nb * s->D * sizeof(float));
     for (int r = 0; r < R; r++) {
         /* Root -> top product of repetition r. */
@@ -847,23 +1143,10 @@ static void backward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch 
         }
     }
     if (s->dense) {
-        const int cols = (int)vstride(s, 0);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)D3, cols, nb, 1.0f, sc->fp,
-                    (int)D3, sc->gV[0], cols, 1.0f, part, cols);
-        if (need_in)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, (int)D3, cols, 1.0f, sc->gV[0],
-                        cols, c->der, cols, 1.0f, sc->gfp, (int)D3); /* gfp zeroed above */
-    }
-    if (!need_in) return;
-    if (s->dense) {
-        for (int n = 0; n < nb; n++) {
-            long row = (n0 + n) * s->D;
-            const float *gf = sc->gfp + n * D3;
-            input_grads(c->gx ? c->gx + row : NULL, c->gm ? c->gm + row : NULL, c->x + row,
-                        c->m ? c->m + row : NULL, gf, gf + s->D, gf + 2 * s->D, s->D);
-        }
+        dense_backward(c, n0, nb, sc, part);
         return;
     }
+    if (!need_in) return;
     /* The pixel-major gradients wrt x and m, transposed into the rows of
      * x->grad and marg->grad. */
     float *gxT = sc->fp, *gmT = sc->fp + (long)nb * s->D;
@@ -888,7 +1171,7 @@ static void softmax_backward_row(float *out, const float *W, const float *gW, lo
 static void spn_backward(void *vctx) {
     spn_ctx *c = vctx;
     const sp_spn *s = c->s;
-    const int nb = s->nb;
+    const int nb = c->nb;
     const int nchunks = (c->N + nb - 1) / nb;
     memset(c->partial, 0, (size_t)c->T * s->n_derived * sizeof(float));
 #pragma omp parallel num_threads(c->T)
@@ -952,14 +1235,16 @@ static void spn_backward(void *vctx) {
                          (long)s->R * s->ctop);
 }
 
-sp_tensor *sp_spn_logp(sp_tape *t, const sp_spn *s, const sp_params *p, const sp_tensor *x,
-                       const sp_tensor *marg) {
+/* log p of every (x row, marginalisation) pair: M > 1 only in dense mode
+ * with M <= DENSE_MAX_M (the caller checks). */
+static sp_tensor *spn_logp(sp_tape *t, const sp_spn *s, const sp_params *p, const sp_tensor *x,
+                           const sp_tensor *marg, int M) {
     if (!x || !s || !p || !s->has_params || x->ndim < 1) {
         sp_tape_set_failed(t);
         return NULL;
     }
-    const int N = x->shape[0];
-    if (x->size != (long)N * s->D || (marg && marg->size != x->size)) {
+    const int N = x->shape[0] * M;
+    if (x->size != (long)x->shape[0] * s->D || (marg && marg->size != x->size * M)) {
         sp_tape_set_failed(t);
         return NULL;
     }
@@ -975,10 +1260,12 @@ sp_tensor *sp_spn_logp(sp_tape *t, const sp_spn *s, const sp_params *p, const sp
     c->gm = grad && marg ? marg->grad : NULL;
     c->out = out;
     c->N = N;
+    c->M = M;
+    c->nb = s->dense ? DENSE_SCENES * M : s->nb;
     /* No more threads than chunks: a small batch (the tests' finite
      * differences, evaluation tails) runs without a team at all. */
     c->T = omp_get_max_threads();
-    if (c->T > (N + s->nb - 1) / s->nb) c->T = (N + s->nb - 1) / s->nb;
+    if (c->T > (N + c->nb - 1) / c->nb) c->T = (N + c->nb - 1) / c->nb;
     if (c->T < 1) c->T = 1;
     c->der = sp_tape_alloc(t, (size_t)s->n_derived * sizeof(float));
     for (int l = 0; l < s->d; l++) {
@@ -1003,7 +1290,7 @@ sp_tensor *sp_spn_logp(sp_tape *t, const sp_spn *s, const sp_params *p, const sp
     if (N == 0) return out;
 
     compute_derived(s, p, c->der, c->T);
-    const int nb = s->nb;
+    const int nb = c->nb;
     const int nchunks = (N + nb - 1) / nb;
 #pragma omp parallel num_threads(c->T)
     {
@@ -1020,6 +1307,11 @@ sp_tensor *sp_spn_logp(sp_tape *t, const sp_spn *s, const sp_params *p, const sp
     }
     if (grad && sp_tape_record(t, spn_backward, c) != 0) return NULL;
     return out;
+}
+
+sp_tensor *sp_spn_logp(sp_tape *t, const sp_spn *s, const sp_params *p, const sp_tensor *x,
+                       const sp_tensor *marg) {
+    return spn_logp(t, s, p, x, marg, 1);
 }
 
 /* Repeats each x row M times for sp_spn_logp_multi; backward sums the
@@ -1054,6 +1346,8 @@ sp_tensor *sp_spn_logp_multi(sp_tape *t, const sp_spn *s, const sp_params *p, co
         return NULL;
     }
     if (M == 1) return sp_spn_logp(t, s, p, x, marg);
+    /* Dense mode computes the x-dependent part once per row itself. */
+    if (s->dense && M <= DENSE_MAX_M) return spn_logp(t, s, p, x, marg, M);
     const int rg = sp_needs_grad(x);
     sp_tensor *rep = sp_tensor_2d(t, Nx * M, (int)D, rg);
     if (!rep) return NULL;
