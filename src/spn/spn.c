@@ -1,22 +1,21 @@
 /* RAT-SPN structure, parameters and the coarse log-likelihood op (spn.h).
  *
  * One sp_spn_logp call is one tape node. Forward and backward run per fixed
- * chunk of nb examples inside an OpenMP team (static partition of chunks);
- * every matrix product is a single-threaded sgemm on a chunk:
- *   leaves:  L (nb, K) = F (nb, 3n) x Theta (3n, K), F = the region's pixels
- *            as [w | w x | w x^2] and Theta = [A; B; C] with
- *            A = -log(2 pi v)/2 - mu^2/(2v), B = mu/v, C = -1/(2v);
+ * chunk of examples inside an OpenMP team (static partition of chunks):
+ *   leaves:  L (nb, K) = sum over a region's pixels of w (A + B x + C x^2),
+ *            w = 1 - clip(m, 0, 1), with A = -log(2 pi v)/2 - mu^2/(2v),
+ *            B = mu/v, C = -1/(2v) ("Theta", derived once per call);
  *   sums:    Z (nb, S) = (exp(a - max a) (x) exp(b - max b)) x softmax(W)^T,
- *            value = max a + max b + log Z;
+ *            value = max a + max b + log Z (an sgemm per region and chunk);
  *   root:    per repetition z_r = ea . (Wr eb), then a log-sum-exp over r.
- * The leaf layer (most of the flops) has two layouts:
+ * The leaf layer (most of the flops) has two hand-written AVX2 kernels:
  *   gather mode (many regions, the object SPN): the chunk's x and m are
- *     transposed once to pixel-major (D, nb); a region's operand F^T
- *     (3n, nb) is then built from whole rows, and its input gradients come
- *     back as whole rows, where example-major data would need a gather (or
- *     scatter) per element;
- *   dense mode (2 regions per repetition, the background SPN): one GEMM per
- *     chunk against a Theta that is zero outside each pixel's region.
+ *     transposed once to pixel-major (D, nb), and a region's pixels are
+ *     then read 8 examples at a time (see the gather-mode leaf kernels);
+ *   dense mode (2 regions per repetition, the background SPN): all pixels
+ *     in their natural order, region membership as a bit mask, and the
+ *     x-dependent part shared between the marginalisations of one scene
+ *     (sp_spn_logp_multi; see the dense leaf kernels).
  * Backward recomputes the cheap exponentials instead of storing the (nb, C)
  * outer products; it keeps only the level values, Z and the root terms.
  * Parameter gradients are accumulated per thread in the "derived" layout
@@ -403,32 +402,6 @@ static inline float clip01(float m) {
     return m < 1.0f ? m : 1.0f;
 }
 
-/* Leaf features of n contiguous pixels: w = 1 - clip(m, 0, 1) (1 without
- * marg), wx = w x, wxx = w x^2. */
-static void features_vec(float *restrict w, float *restrict wx, float *restrict wxx,
-                         const float *restrict x, const float *restrict m, long n) {
-    long i = 0;
-#if defined(__AVX2__)
-    const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
-    for (; i + 8 <= n; i += 8) {
-        __m256 xv = _mm256_loadu_ps(x + i), wv = one;
-        if (m)
-            wv =
-                _mm256_sub_ps(one, _mm256_min_ps(_mm256_max_ps(_mm256_loadu_ps(m + i), zero), one));
-        __m256 t = _mm256_mul_ps(wv, xv);
-        _mm256_storeu_ps(w + i, wv);
-        _mm256_storeu_ps(wx + i, t);
-        _mm256_storeu_ps(wxx + i, _mm256_mul_ps(t, xv));
-    }
-#endif
-    for (; i < n; i++) {
-        float wv = m ? 1.0f - clip01(m[i]) : 1.0f;
-        w[i] = wv;
-        wx[i] = wv * x[i];
-        wxx[i] = wv * x[i] * x[i];
-    }
-}
-
 /* w = 1 - clip(m, 0, 1) of n values. */
 static void features_w(float *restrict w, const float *restrict m, long n) {
     long i = 0;
@@ -491,24 +464,26 @@ static void transpose(const float *restrict in, long ldi, float *restrict out, l
         }
 }
 
-/* Gather mode: x and m of the chunk pixel-major, xT and mT (D, nb), so a
- * region's GEMM operand is built from whole rows (build_ft) where
- * example-major data would need a gather per element. */
-static void transpose_chunk(float *xT, float *mT, const float *x, const float *m, long n0, int nb,
-                            int D) {
-    transpose(x + n0 * D, D, xT, nb, nb, D, 0);
-    if (m) transpose(m + n0 * D, D, mT, nb, nb, D, 0);
+/* Gather mode: x and m of the chunk pixel-major, xT and mT (D, ld), ld =
+ * nb rounded up to 8, so the leaf kernels load 8 examples of a pixel at
+ * once where example-major data would need a gather per element, and wT =
+ * 1 - clip(mT, 0, 1). Pad columns get x = 0, m = 1 (w = 0: they add
+ * nothing); m NULL means m = 0. */
+static void transpose_chunk(float *xT, float *mT, float *wT, const float *x, const float *m,
+                            long n0, int nb, long ld, int D) {
+    transpose(x + n0 * D, D, xT, ld, nb, D, 0);
+    if (m) transpose(m + n0 * D, D, mT, ld, nb, D, 0);
+    for (int i = 0; i < D; i++) {
+        if (!m)
+            for (int e = 0; e < nb; e++) mT[(long)i * ld + e] = 0.0f;
+        for (long e = nb; e < ld; e++) {
+            xT[(long)i * ld + e] = 0.0f;
+            mT[(long)i * ld + e] = 1.0f;
+        }
+    }
+    features_w(wT, mT, (long)D * ld);
 }
 
-/* FT (3 len, nb) = region pixels idx[0..len) as rows of the planes
- * [w | w x | w x^2] (the region's GEMM operand, transposed). */
-static void build_ft(float *FT, const float *xT, const float *mT, const int *idx, int len, int nb) {
-    for (int i = 0; i < len; i++) {
-        long q = (long)idx[i] * nb;
-        features_vec(FT + (long)i * nb, FT + (long)(len + i) * nb, FT + (long)(2 * len + i) * nb,
-                     xT + q, mT ? mT + q : NULL, nb);
-    }
-}
 
 /* v[i] = exp(v[i]) for v[i] in [-EXP_CUT, 0], 0 below: the shifted
  * exponentials of the sum layers. The AVX2 path is the classic Cephes-style
@@ -702,7 +677,8 @@ dense_bwd_group(float *dT, float *gxs, float *gws, const float *T, const uint32_
 
 /* Forward of one scene over one tile (nv = tile vectors, p0 its first
  * pixel): acc (R, K, M, 2, 8) lane partial sums. */
-static void dense_tile_forward(const sp_spn *s, const float *T, float *acc, long p0, int nv,
+/* noinline: called per scene and tile, and keeps the kernels apart in profiles */
+__attribute__((noinline)) static void dense_tile_forward(const sp_spn *s, const float *T, float *acc, long p0, int nv,
                                const float *xs, const float *ws, int M) {
     const int R = s->R, K = s->K;
     const long Dp = s->Dp;
@@ -729,7 +705,7 @@ static void dense_tile_forward(const sp_spn *s, const float *T, float *acc, long
 }
 
 /* Backward of one scene over one tile; see dense_bwd_group. */
-static void dense_tile_backward(const sp_spn *s, const float *T, float *dT, float *gxs, float *gws,
+__attribute__((noinline)) static void dense_tile_backward(const sp_spn *s, const float *T, float *dT, float *gxs, float *gws,
                                 long p0, int nv, const float *xs, const float *ws, const float *gL,
                                 long ldg, int M) {
     const int R = s->R, K = s->K;
@@ -767,6 +743,268 @@ static void dense_tile_backward(const sp_spn *s, const float *T, float *dT, floa
 #endif
 }
 
+/* ----------------------------------------------- gather-mode leaf kernels */
+
+/* Gather mode (many leaf regions: the object SPN) evaluates a region's
+ * leaves straight from the chunk's pixel-major x and m, xT and mT (D, ld)
+ * with ld = the chunk's examples rounded up to 8 (pad columns hold x = 0,
+ * m = 1, so w = 0), 8 examples per vector. A GEMM formulation would build
+ * the region's (3n, nb) operand [w | w x | w x^2] first: with K = 20
+ * Gaussians its products are skinny (588 x 128 x 20 per region and chunk
+ * of the object SPN), OpenBLAS spent a third of their time packing, and the
+ * operand (300 KB) fell out of L2 between the products. Per leaf region of
+ * n pixels, with its Theta planes A, B, C (n, K) and w = 1 - clip(m, 0, 1):
+ *   forward:  V[e, k] = sum_i w A[i,k] + w x B[i,k] + w x^2 C[i,k];
+ *   backward: dA[i, k] += sum_e w gV[e, k] (dB with w x, dC with w x^2),
+ *             g0[i, e] = sum_k A[i, k] gV[e, k] (g1 with B, g2 with C),
+ *             d/dx += w (g1 + 2 x g2), d/dm -= g0 + x g1 + x^2 g2 where
+ *             0 <= m <= 1 (clip passes no gradient outside).
+ * Blocks are sized so accumulators and operands fit the 16 AVX registers:
+ * forward 2 example vectors x 4 Gaussians, input gradients 3 example vectors
+ * x 3 planes, Theta gradients 3 planes x 24 Gaussians (one pixel). The
+ * weights w come precomputed (wT, next to mT) so that the forward block's
+ * 15 live vectors need no constants. */
+#define GATHER_FWD_KB 4
+#define GATHER_FWD_NV 2
+#define GATHER_IN_NV 3
+#define GATHER_DT_KV 3
+#define GATHER_PREFETCH 4 /* pixels ahead */
+
+#if defined(__AVX2__)
+
+/* Forward of one block: NV example vectors (xT, wT at the block's first
+ * example) x KB Gaussians (T at A[0][k0]; planes P apart) over the n pixels
+ * idx. out (NV * 8, KB) example-major. */
+static inline __attribute__((always_inline)) void
+gather_fwd_block(float *out, const float *T, long P, int K, const int *idx, int n,
+                 const float *xT, const float *wT, long ld, const int NV, const int KB) {
+    __m256 acc[GATHER_FWD_NV][GATHER_FWD_KB];
+    for (int v = 0; v < NV; v++)
+        for (int k = 0; k < KB; k++) acc[v][k] = _mm256_setzero_ps();
+    for (int i = 0; i < n; i++) {
+        const long q = (long)idx[i] * ld;
+        /* The pixels' rows are scattered over xT and wT (L2): fetch ahead. */
+        if (i + GATHER_PREFETCH < n) {
+            const long qn = (long)idx[i + GATHER_PREFETCH] * ld;
+            _mm_prefetch((const char *)(xT + qn), _MM_HINT_T0);
+            _mm_prefetch((const char *)(wT + qn), _MM_HINT_T0);
+            if (NV > 1) {
+                _mm_prefetch((const char *)(xT + qn + 8), _MM_HINT_T0);
+                _mm_prefetch((const char *)(wT + qn + 8), _MM_HINT_T0);
+            }
+        }
+        __m256 w[GATHER_FWD_NV], wx[GATHER_FWD_NV], wxx[GATHER_FWD_NV];
+        for (int v = 0; v < NV; v++) {
+            __m256 x = _mm256_loadu_ps(xT + q + 8 * v);
+            w[v] = _mm256_loadu_ps(wT + q + 8 * v);
+            wx[v] = _mm256_mul_ps(w[v], x);
+            wxx[v] = _mm256_mul_ps(wx[v], x);
+        }
+        const float *t = T + (long)i * K;
+        for (int k = 0; k < KB; k++) {
+            __m256 a = _mm256_broadcast_ss(t + k);
+            for (int v = 0; v < NV; v++) acc[v][k] = _mm256_fmadd_ps(w[v], a, acc[v][k]);
+            __m256 b = _mm256_broadcast_ss(t + P + k);
+            for (int v = 0; v < NV; v++) acc[v][k] = _mm256_fmadd_ps(wx[v], b, acc[v][k]);
+            __m256 c = _mm256_broadcast_ss(t + 2 * P + k);
+            for (int v = 0; v < NV; v++) acc[v][k] = _mm256_fmadd_ps(wxx[v], c, acc[v][k]);
+        }
+    }
+    float buf[8];
+    for (int v = 0; v < NV; v++)
+        for (int k = 0; k < KB; k++) {
+            _mm256_storeu_ps(buf, acc[v][k]);
+            for (int l = 0; l < 8; l++) out[(8 * v + l) * KB + k] = buf[l];
+        }
+}
+
+/* Input gradients of one pixel (row q of xT, mT, wT, gxT, gmT) for NV
+ * example vectors from e0: g = sum_k Theta[k] gLT[k] per plane, then d/dx
+ * and d/dm (either output may be NULL); f (3, ld) gets w, w x, w x^2. */
+static inline __attribute__((always_inline)) void
+gather_in_block(float *gxT, float *gmT, float *f, long ld, const float *xT, const float *mT,
+                const float *wT, const float *t, long P, int K, const float *gLT, const int NV) {
+    __m256 g0[GATHER_IN_NV], g1[GATHER_IN_NV], g2[GATHER_IN_NV];
+    for (int v = 0; v < NV; v++) g0[v] = g1[v] = g2[v] = _mm256_setzero_ps();
+    if (gxT || gmT)
+        for (int k = 0; k < K; k++) {
+            const float *gk = gLT + (long)k * ld;
+            __m256 g[GATHER_IN_NV];
+            for (int v = 0; v < NV; v++) g[v] = _mm256_loadu_ps(gk + 8 * v);
+            __m256 a = _mm256_broadcast_ss(t + k);
+            for (int v = 0; v < NV; v++) g0[v] = _mm256_fmadd_ps(a, g[v], g0[v]);
+            __m256 b = _mm256_broadcast_ss(t + P + k);
+            for (int v = 0; v < NV; v++) g1[v] = _mm256_fmadd_ps(b, g[v], g1[v]);
+            __m256 c = _mm256_broadcast_ss(t + 2 * P + k);
+            for (int v = 0; v < NV; v++) g2[v] = _mm256_fmadd_ps(c, g[v], g2[v]);
+        }
+    const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+    for (int v = 0; v < NV; v++) {
+        __m256 x = _mm256_loadu_ps(xT + 8 * v), w = _mm256_loadu_ps(wT + 8 * v);
+        __m256 wx = _mm256_mul_ps(w, x), wxx = _mm256_mul_ps(wx, x);
+        _mm256_storeu_ps(f + 8 * v, w);
+        _mm256_storeu_ps(f + ld + 8 * v, wx);
+        _mm256_storeu_ps(f + 2 * ld + 8 * v, wxx);
+        if (gxT) {
+            __m256 d = _mm256_mul_ps(w, _mm256_fmadd_ps(_mm256_add_ps(x, x), g2[v], g1[v]));
+            _mm256_storeu_ps(gxT + 8 * v, _mm256_add_ps(_mm256_loadu_ps(gxT + 8 * v), d));
+        }
+        if (gmT) {
+            __m256 m = _mm256_loadu_ps(mT + 8 * v);
+            __m256 inside = _mm256_and_ps(_mm256_cmp_ps(m, zero, _CMP_GE_OQ),
+                                          _mm256_cmp_ps(m, one, _CMP_LE_OQ));
+            __m256 dw = _mm256_fmadd_ps(x, _mm256_fmadd_ps(x, g2[v], g1[v]), g0[v]);
+            _mm256_storeu_ps(gmT + 8 * v,
+                             _mm256_sub_ps(_mm256_loadu_ps(gmT + 8 * v), _mm256_and_ps(inside, dw)));
+        }
+    }
+}
+
+/* Theta gradients of one pixel for KV * 8 Gaussians from k0: dT rows
+ * (planes P apart) += sum over the nb examples of f (3, ld) times gLp
+ * (nb, Kp) (zero past K). kn = valid Gaussians of the block. */
+static inline __attribute__((always_inline)) void
+gather_dt_block(float *dT, long P, const float *f, long ld, const float *gLp, int Kp, int nb,
+                int kn, const int KV) {
+    __m256 a[GATHER_DT_KV], b[GATHER_DT_KV], c[GATHER_DT_KV];
+    for (int u = 0; u < KV; u++) a[u] = b[u] = c[u] = _mm256_setzero_ps();
+    for (int e = 0; e < nb; e++) {
+        const __m256 f0 = _mm256_broadcast_ss(f + e), f1 = _mm256_broadcast_ss(f + ld + e),
+                     f2 = _mm256_broadcast_ss(f + 2 * ld + e);
+        const float *g = gLp + (long)e * Kp;
+        for (int u = 0; u < KV; u++) {
+            __m256 gv = _mm256_loadu_ps(g + 8 * u);
+            a[u] = _mm256_fmadd_ps(f0, gv, a[u]);
+            b[u] = _mm256_fmadd_ps(f1, gv, b[u]);
+            c[u] = _mm256_fmadd_ps(f2, gv, c[u]);
+        }
+    }
+    float buf[3][GATHER_DT_KV * 8];
+    for (int u = 0; u < KV; u++) {
+        _mm256_storeu_ps(buf[0] + 8 * u, a[u]);
+        _mm256_storeu_ps(buf[1] + 8 * u, b[u]);
+        _mm256_storeu_ps(buf[2] + 8 * u, c[u]);
+    }
+    for (int pl = 0; pl < 3; pl++)
+        for (int k = 0; k < kn; k++) dT[pl * P + k] += buf[pl][k];
+}
+#endif
+
+/* Forward of leaf region idx[0..n) (Theta planes at T: (3, n, K)) for the
+ * chunk's nb examples: V (nb rows of stride ldv) columns [0, K). */
+static void gather_leaf_forward(float *V, long ldv, const float *T, int n, int K, const int *idx,
+                                const float *xT, const float *wT, long ld, int nb) {
+    const long P = (long)n * K;
+#if defined(__AVX2__)
+    float out[GATHER_FWD_NV * 8 * GATHER_FWD_KB];
+    for (int e0 = 0; e0 < nb; e0 += 8 * GATHER_FWD_NV) {
+        const int NV = nb - e0 > 8 ? GATHER_FWD_NV : 1;
+        for (int k0 = 0; k0 < K; k0 += GATHER_FWD_KB) {
+            const int KB = K - k0 < GATHER_FWD_KB ? K - k0 : GATHER_FWD_KB;
+            const float *t = T + k0;
+#define FWD(nv, kb)                                                                                \
+    gather_fwd_block(out, t, P, K, idx, n, xT + e0, wT + e0, ld, nv, kb)
+            if (NV == 2) {
+                switch (KB) {
+                case 1: FWD(2, 1); break;
+                case 2: FWD(2, 2); break;
+                case 3: FWD(2, 3); break;
+                default: FWD(2, 4); break;
+                }
+            } else {
+                switch (KB) {
+                case 1: FWD(1, 1); break;
+                case 2: FWD(1, 2); break;
+                case 3: FWD(1, 3); break;
+                default: FWD(1, 4); break;
+                }
+            }
+#undef FWD
+            for (int l = 0; l < 8 * NV && e0 + l < nb; l++)
+                for (int k = 0; k < KB; k++) V[(long)(e0 + l) * ldv + k0 + k] = out[l * KB + k];
+        }
+    }
+#else
+    for (int e = 0; e < nb; e++)
+        for (int k = 0; k < K; k++) {
+            float acc = 0;
+            for (int i = 0; i < n; i++) {
+                const long q = (long)idx[i] * ld + e;
+                float w = wT[q], x = xT[q];
+                const float *t = T + (long)i * K + k;
+                acc += w * t[0] + w * x * t[P] + w * x * x * t[2 * P];
+            }
+            V[(long)e * ldv + k] = acc;
+        }
+#endif
+}
+
+/* Backward of leaf region idx[0..n): from gL (nb rows of stride ldg, K
+ * columns), Theta's gradient into dT ((3, n, K) like T) and, when gxT or
+ * gmT is not NULL, the pixel-major x and m gradients (rows of ld). Scratch:
+ * gLT (K, ld), gLp (nb, round8(K)), f (3, ld). */
+static void gather_leaf_backward(float *dT, float *gxT, float *gmT, const float *T, int n, int K,
+                                 const int *idx, const float *xT, const float *mT,
+                                 const float *wT, long ld, int nb,
+                                 const float *gL, long ldg, float *gLT, float *gLp, float *f) {
+    const long P = (long)n * K;
+    const int Kp = (K + 7) / 8 * 8;
+    for (int k = 0; k < K; k++) {
+        float *row = gLT + (long)k * ld;
+        for (int e = 0; e < nb; e++) row[e] = gL[(long)e * ldg + k];
+        for (int e = nb; e < ld; e++) row[e] = 0.0f;
+    }
+    for (int e = 0; e < nb; e++) {
+        for (int k = 0; k < K; k++) gLp[(long)e * Kp + k] = gL[(long)e * ldg + k];
+        for (int k = K; k < Kp; k++) gLp[(long)e * Kp + k] = 0.0f;
+    }
+    for (int i = 0; i < n; i++) {
+        const long q = (long)idx[i] * ld;
+        const float *t = T + (long)i * K;
+#if defined(__AVX2__)
+        for (int e0 = 0; e0 < ld; e0 += 8 * GATHER_IN_NV) {
+            const int nv = (int)(ld - e0) / 8 < GATHER_IN_NV ? (int)(ld - e0) / 8 : GATHER_IN_NV;
+            float *gx = gxT ? gxT + q + e0 : NULL, *gm = gmT ? gmT + q + e0 : NULL;
+#define IN(NV)                                                                                     \
+    gather_in_block(gx, gm, f + e0, ld, xT + q + e0, mT + q + e0, wT + q + e0, t, P, K, gLT + e0, NV)
+            switch (nv) {
+            case 1: IN(1); break;
+            case 2: IN(2); break;
+            default: IN(3); break;
+            }
+#undef IN
+        }
+        for (int k0 = 0; k0 < K; k0 += 8 * GATHER_DT_KV) {
+            const int kn = K - k0 < 8 * GATHER_DT_KV ? K - k0 : 8 * GATHER_DT_KV;
+            float *d = dT + (long)i * K + k0;
+            switch ((kn + 7) / 8) {
+            case 1: gather_dt_block(d, P, f, ld, gLp + k0, Kp, nb, kn, 1); break;
+            case 2: gather_dt_block(d, P, f, ld, gLp + k0, Kp, nb, kn, 2); break;
+            default: gather_dt_block(d, P, f, ld, gLp + k0, Kp, nb, kn, 3); break;
+            }
+        }
+#else
+        for (int e = 0; e < nb; e++) {
+            float x = xT[q + e], m = mT[q + e], w = wT[q + e];
+            float g0 = 0, g1 = 0, g2 = 0;
+            for (int k = 0; k < K; k++) {
+                float g = gLT[(long)k * ld + e];
+                g0 += t[k] * g;
+                g1 += t[P + k] * g;
+                g2 += t[2 * P + k] * g;
+                dT[(long)i * K + k] += w * g;
+                dT[P + (long)i * K + k] += w * x * g;
+                dT[2 * P + (long)i * K + k] += w * x * x * g;
+            }
+            if (gxT) gxT[q + e] += w * (g1 + 2.0f * x * g2);
+            if (gmT && m >= 0.0f && m <= 1.0f) gmT[q + e] -= g0 + x * (g1 + x * g2);
+        }
+        (void)gLp;
+        (void)f;
+#endif
+    }
+}
+
 /* ------------------------------------------------------------- the op */
 
 typedef struct spn_ctx {
@@ -791,13 +1029,13 @@ typedef struct spn_ctx {
 /* Per-thread scratch carved from one block. */
 typedef struct spn_scratch {
     float *E, *gE, *ea, *eb, *ta, *tb, *ma, *mb, *ca, *cb, *cr, *gz, *gV[SP_SPN_MAX_DEPTH];
-    /* Gather mode: the gradients wrt x and m pixel-major (2D, nb). */
+    /* Gather mode: the gradients wrt x and m pixel-major (2D, ld). */
     float *fp;
+    float *gLT, *gLp, *f; /* gather_leaf_backward's scratch */
     /* Dense mode: a tile's inputs and input gradients, and the chunk's lane
      * partial sums of the leaf values. */
     float *xs, *ws, *gxs, *gws, *acc;
-    float *FT;      /* (3 maxlen, nb) one region's operand (gather mode) */
-    float *xT, *mT; /* (D, nb) x and m transposed (gather mode) */
+    float *xT, *mT, *wT; /* (D, ld) x, m and w transposed (gather mode) */
 } spn_scratch;
 
 static long carve(const sp_spn *s, float *base, spn_scratch *sc) {
@@ -817,9 +1055,12 @@ static long carve(const sp_spn *s, float *base, spn_scratch *sc) {
         TAKE(sc->acc, (long)DENSE_SCENES * s->R * s->K * DENSE_MAX_M * 16);
     } else {
         TAKE(sc->fp, 2L * nb * s->D);
-        TAKE(sc->FT, (long)nb * 3 * s->maxlen);
+        TAKE(sc->gLT, (long)s->K * nb);
+        TAKE(sc->gLp, (long)nb * ((s->K + 7) / 8 * 8));
+        TAKE(sc->f, 3L * nb);
         TAKE(sc->xT, (long)nb * s->D);
         TAKE(sc->mT, (long)nb * s->D);
+        TAKE(sc->wT, (long)nb * s->D);
     }
     TAKE(sc->E, (long)nb * s->cmax);
     TAKE(sc->gE, (long)nb * s->cmax);
@@ -840,42 +1081,6 @@ static long carve(const sp_spn *s, float *base, spn_scratch *sc) {
 
 static inline long vstride(const sp_spn *s, int l) {
     return (long)s->R * s->groups[l] * s->width[l];
-}
-
-/* Feature gradients (g0, g1, g2) = d/d(w, w x, w x^2) of n values -> x and
- * m: d/dx = w (g1 + 2 x g2); d/dw = g0 + x g1 + x^2 g2, and dw/dm = -1 where
- * 0 <= m <= 1 (clip passes no gradient outside). Adds into gx and gm (either
- * may be NULL); m NULL means w = 1. */
-static void input_grads(float *gx, float *gm, const float *x, const float *m, const float *g0,
-                        const float *g1, const float *g2, long D) {
-    long i = 0;
-#if defined(__AVX2__)
-    const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f), two = _mm256_set1_ps(2.0f);
-    for (; i + 8 <= D; i += 8) {
-        __m256 xv = _mm256_loadu_ps(x + i), a1 = _mm256_loadu_ps(g1 + i),
-               a2 = _mm256_loadu_ps(g2 + i);
-        __m256 mv = m ? _mm256_loadu_ps(m + i) : zero;
-        if (gx) {
-            __m256 w = _mm256_sub_ps(one, _mm256_min_ps(_mm256_max_ps(mv, zero), one));
-            __m256 d =
-                _mm256_mul_ps(w, _mm256_add_ps(a1, _mm256_mul_ps(_mm256_mul_ps(two, xv), a2)));
-            _mm256_storeu_ps(gx + i, _mm256_add_ps(_mm256_loadu_ps(gx + i), d));
-        }
-        if (gm) {
-            __m256 inside = _mm256_and_ps(_mm256_cmp_ps(mv, zero, _CMP_GE_OQ),
-                                          _mm256_cmp_ps(mv, one, _CMP_LE_OQ));
-            __m256 dw = _mm256_add_ps(_mm256_loadu_ps(g0 + i),
-                                      _mm256_mul_ps(xv, _mm256_add_ps(a1, _mm256_mul_ps(xv, a2))));
-            _mm256_storeu_ps(gm + i,
-                             _mm256_sub_ps(_mm256_loadu_ps(gm + i), _mm256_and_ps(inside, dw)));
-        }
-    }
-#endif
-    for (; i < D; i++) {
-        float mv = m ? m[i] : 0.0f;
-        if (gx) gx[i] += (1.0f - clip01(mv)) * (g1[i] + 2.0f * x[i] * g2[i]);
-        if (gm && mv >= 0.0f && mv <= 1.0f) gm[i] -= g0[i] + x[i] * (g1[i] + x[i] * g2[i]);
-    }
 }
 
 /* Dense mode, leaf values of examples [n0, n0 + nb): whole scenes of M
@@ -955,21 +1160,18 @@ static void dense_backward(const spn_ctx *c, long n0, int nb, const spn_scratch 
 static void forward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch *sc) {
     const sp_spn *s = c->s;
     const int K = s->K, S = s->S, R = s->R, d = s->d;
+    const long ld = (nb + 7) / 8 * 8;
     if (s->dense) {
         dense_forward(c, n0, nb, sc);
     } else {
-        transpose_chunk(sc->xT, sc->mT, c->x, c->m, n0, nb, s->D);
+        transpose_chunk(sc->xT, sc->mT, sc->wT, c->x, c->m, n0, nb, ld, s->D);
     }
     for (int r = 0; r < R; r++) {
         const long vs0 = vstride(s, 0);
-        for (int j = 0; j < s->G0 && !s->dense; j++) {
-            int len = s->off[j + 1] - s->off[j];
-            build_ft(sc->FT, sc->xT, c->m ? sc->mT : NULL, s->perm + (long)r * s->D + s->off[j],
-                     len, nb);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nb, K, 3 * len, 1.0f, sc->FT, nb,
-                        c->der + theta_off(s, r, j), K, 0.0f,
-                        c->V[0] + n0 * vs0 + ((long)r * s->G0 + j) * K, (int)vs0);
-        }
+        for (int j = 0; j < s->G0 && !s->dense; j++)
+            gather_leaf_forward(c->V[0] + n0 * vs0 + ((long)r * s->G0 + j) * K, vs0,
+                                c->der + theta_off(s, r, j), s->off[j + 1] - s->off[j], K,
+                                s->perm + (long)r * s->D + s->off[j], sc->xT, sc->wT, ld, nb);
         for (int l = 1; l < d; l++) {
             const int w = s->width[l - 1], C = w * w;
             const long vsi = vstride(s, l - 1), vso = vstride(s, l);
@@ -1033,9 +1235,10 @@ static void backward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch 
     const int K = s->K, S = s->S, R = s->R, d = s->d;
     const float *g = c->out->grad + n0;
     const int need_in = c->gx || c->gm;
+    const long ld = (nb + 7) / 8 * 8;
     for (int l = 0; l < d; l++) memset(sc->gV[l], 0, (size_t)nb * vstride(s, l) * sizeof(float));
-    if (!s->dense) transpose_chunk(sc->xT, sc->mT, c->x, c->m, n0, nb, s->D);
-    if (need_in && !s->dense) memset(sc->fp, 0, (size_t)2 * nb * s->D * sizeof(float));
+    if (!s->dense) transpose_chunk(sc->xT, sc->mT, sc->wT, c->x, c->m, n0, nb, ld, s->D);
+    if (need_in && !s->dense) memset(sc->fp, 0, (size_t)2 * ld * s->D * sizeof(float));
     for (int r = 0; r < R; r++) {
         /* Root -> top product of repetition r. */
         {
@@ -1116,30 +1319,14 @@ static void backward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch 
         }
         /* Leaves. */
         const long vs0 = vstride(s, 0);
+        float *gxT = sc->fp, *gmT = sc->fp + ld * s->D;
         for (int j = 0; j < s->G0 && !s->dense; j++) {
-            int len = s->off[j + 1] - s->off[j];
-            const int *idx = s->perm + (long)r * s->D + s->off[j];
-            const float *gL = sc->gV[0] + ((long)r * s->G0 + j) * K;
             const long to = theta_off(s, r, j);
-            build_ft(sc->FT, sc->xT, c->m ? sc->mT : NULL, idx, len, nb);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 3 * len, K, nb, 1.0f, sc->FT, nb,
-                        gL, (int)vs0, 1.0f, part + to, K);
-            if (!need_in) continue;
-            /* Gradients of region j's (w, w x, w x^2), (3 len, nb), into FT
-             * (free again; zeroed here because OpenBLAS's beta = 0 pass is
-             * slower than memset), then turned into the rows of its pixels'
-             * x and m gradients. */
-            memset(sc->FT, 0, (size_t)3 * len * nb * sizeof(float));
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 3 * len, nb, K, 1.0f, c->der + to,
-                        K, gL, (int)vs0, 1.0f, sc->FT, nb);
-            float *gxT = sc->fp, *gmT = sc->fp + (long)nb * s->D;
-            for (int i = 0; i < len; i++) {
-                long q = (long)idx[i] * nb;
-                const float *g0 = sc->FT + (long)i * nb;
-                input_grads(c->gx ? gxT + q : NULL, c->gm ? gmT + q : NULL, sc->xT + q,
-                            c->m ? sc->mT + q : NULL, g0, g0 + (long)len * nb, g0 + 2L * len * nb,
-                            nb);
-            }
+            gather_leaf_backward(part + to, c->gx ? gxT : NULL, c->gm ? gmT : NULL, c->der + to,
+                                 s->off[j + 1] - s->off[j], K, s->perm + (long)r * s->D + s->off[j],
+                                 sc->xT, sc->mT, sc->wT, ld, nb,
+                                 sc->gV[0] + ((long)r * s->G0 + j) * K,
+                                 vs0, sc->gLT, sc->gLp, sc->f);
         }
     }
     if (s->dense) {
@@ -1149,9 +1336,9 @@ static void backward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch 
     if (!need_in) return;
     /* The pixel-major gradients wrt x and m, transposed into the rows of
      * x->grad and marg->grad. */
-    float *gxT = sc->fp, *gmT = sc->fp + (long)nb * s->D;
-    if (c->gx) transpose(gxT, nb, c->gx + n0 * s->D, s->D, s->D, nb, 1);
-    if (c->gm) transpose(gmT, nb, c->gm + n0 * s->D, s->D, s->D, nb, 1);
+    float *gxT = sc->fp, *gmT = sc->fp + ld * s->D;
+    if (c->gx) transpose(gxT, ld, c->gx + n0 * s->D, s->D, s->D, nb, 1);
+    if (c->gm) transpose(gmT, ld, c->gm + n0 * s->D, s->D, s->D, nb, 1);
 }
 
 /* Chunks [c0, c1) of thread t of nt: a static partition. */

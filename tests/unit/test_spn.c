@@ -576,76 +576,98 @@ static void test_grad_params(void) {
     check_param_grads(&c3, 6.0f, 42);
 }
 
-/* Dense mode over several pixel tiles of its kernels (601 pixels: 3 tiles,
- * a ragged last vector), M = 4 marginalisations per scene through
- * sp_spn_logp_multi: the gradients of x, marg and the leaf parameters at
- * entries in every tile against central differences of the naive double
- * evaluation (float differences of sums of 600 terms would be too noisy). */
-static void test_dense_tiles(void) {
-    sp_spn_config c = {.n_vars = 601, .depth = 1, .repetitions = 2, .n_leaf = 3, .n_sum = 1,
-                       .var_min = 0.05f, .var_max = 0.3f, .structure_seed = 16};
+/* The leaf kernels at shapes the small gradchecks do not reach, through
+ * sp_spn_logp_multi with M marginalisations per x row (M = 1: sp_spn_logp):
+ * values against the naive double evaluation, and the gradients of x, marg
+ * and the leaf parameters at the pixels px (in several tiles or regions)
+ * against central differences of that double evaluation (float differences
+ * of sums over hundreds of pixels would be too noisy). */
+static void leaf_kernel_case(sp_spn_config c, int NX, int M, const int *px, int npx, int seed) {
     fixture f;
-    CU_ASSERT_FATAL(fx_make(&f, &c, 44) == 0);
+    CU_ASSERT_FATAL(fx_make(&f, &c, seed) == 0);
     fx_sharpen(&f, 3.0f);
-    enum { NX = 3, M = 4, N = NX * M, D = 601 };
+    const int N = NX * M, D = c.n_vars, K = c.n_leaf;
     float *x = malloc(sizeof(float) * NX * D), *m = malloc(sizeof(float) * N * D);
     float *gx = calloc((size_t)NX * D, sizeof(float)), *gm = calloc((size_t)N * D, sizeof(float));
-    float gy[N];
-    sp_gc_fill_uniform(x, (long)NX * D, -0.2f, 1.1f, 45);
-    sp_gc_fill_uniform(m, (long)N * D, -0.2f, 1.2f, 46);
-    sp_gc_fill_uniform(gy, N, -1.0f, 1.0f, 47);
-    const int px[] = {0, 7, 94, 255, 256, 300, 511, 512, 599, 600};
-    const int npx = (int)(sizeof px / sizeof px[0]);
-    for (int a = 0; a < npx; a++) m[6L * D + px[a]] = 0.1f + 0.08f * a; /* away from the clip */
+    float *gy = malloc(sizeof(float) * N);
+    sp_gc_fill_uniform(x, (long)NX * D, -0.2f, 1.1f, seed + 1);
+    sp_gc_fill_uniform(m, (long)N * D, -0.2f, 1.2f, seed + 2);
+    sp_gc_fill_uniform(gy, N, -1.0f, 1.0f, seed + 3);
+    const int em = N - 1 - (N > 2); /* the example whose marg is checked */
+    for (int a = 0; a < npx; a++) m[(long)em * D + px[a]] = 0.1f + 0.8f * a / npx; /* inside [0,1] */
     sp_params_zero_grad(&f.p);
     sp_tape_reset(f.t);
-    sp_tensor *y = sp_spn_logp_multi(f.t, f.s, &f.p, sp_tensor_view(f.t, x, gx, 2, (int[]){NX, D}),
-                                     sp_tensor_view(f.t, m, gm, 2, (int[]){N, D}), M);
+    sp_tensor *tx = sp_tensor_view(f.t, x, gx, 2, (int[]){NX, D});
+    sp_tensor *tm = sp_tensor_view(f.t, m, gm, 2, (int[]){N, D});
+    sp_tensor *y = M > 1 ? sp_spn_logp_multi(f.t, f.s, &f.p, tx, tm, M)
+                         : sp_spn_logp(f.t, f.s, &f.p, tx, tm);
     CU_ASSERT_FATAL(y != NULL);
-    for (int e = 0; e < N; e++) SP_ASSERT_CLOSE(y->val[e], ref_logp(&f, x + (e / M) * D, m + e * D), 1e-4 * fabs(y->val[e]) + 1e-3);
-    memcpy(y->grad, gy, sizeof gy);
+    for (int e = 0; e < N; e++) {
+        double want = ref_logp(&f, x + (long)(e / M) * D, m + (long)e * D);
+        SP_ASSERT_CLOSE(y->val[e], want, 2e-5 * fabs(want) + 1e-4);
+    }
+    memcpy(y->grad, gy, sizeof(float) * N);
     sp_tape_backward(f.t, y, 0.0f);
-    /* L = sum_e gy_e log p_e in double, over the examples [e0, e1). */
-    double L[2];
-    int bad = 0, checked = 0;
     float *mean = sp_params_val(&f.p, sp_params_find(&f.p, "spn/leaf_mean"));
     float *var = sp_params_val(&f.p, sp_params_find(&f.p, "spn/leaf_var"));
     const float *gmean = sp_params_grad(&f.p, sp_params_find(&f.p, "spn/leaf_mean"));
     const float *gvar = sp_params_grad(&f.p, sp_params_find(&f.p, "spn/leaf_var"));
+    const int xs = (NX - 1) / 2; /* the x row checked */
+    int bad = 0, checked = 0;
     for (int kind = 0; kind < 4; kind++)
         for (int a = 0; a < npx; a++) {
-            /* kind 0: x of scene 1; 1: marg of example 6 (scene 1, k = 2);
-             * 2, 3: mean / variance parameter of Gaussian 1 at row px[a]
-             * of repetition 1. */
-            float *v = kind == 0   ? x + D + px[a]
-                       : kind == 1 ? m + 6L * D + px[a]
-                       : kind == 2 ? mean + ((long)D + px[a]) * 3 + 1
-                                   : var + ((long)D + px[a]) * 3 + 1;
-            double an = kind == 0   ? gx[D + px[a]]
-                        : kind == 1 ? gm[6L * D + px[a]]
-                        : kind == 2 ? gmean[((long)D + px[a]) * 3 + 1]
-                                    : gvar[((long)D + px[a]) * 3 + 1];
-            const float v0 = *v, h = 1e-3f;
-            float vs[2] = {v0 + h, v0 - h};
-            for (int sgn = 0; sgn < 2; sgn++) {
-                *v = vs[sgn];
-                L[sgn] = 0;
-                for (int e = 0; e < N; e++)
-                    L[sgn] += gy[e] * ref_logp(&f, x + (e / M) * D, m + (long)e * D);
+            /* kind 0: x; 1: marg; 2, 3: mean / variance parameter at row
+             * px[a] of the last repetition, of Gaussians in every block. */
+            const int gk[6] = {1 % K, K - 1, 23 % K, K / 2, 0, K > 1 ? K - 2 : 0};
+            const long pi = ((long)(c.repetitions - 1) * D + px[a]) * K + gk[a % 6];
+            float *v = kind == 0 ? x + (long)xs * D + px[a]
+                     : kind == 1 ? m + (long)em * D + px[a]
+                     : kind == 2 ? mean + pi : var + pi;
+            const double an = kind == 0 ? gx[(long)xs * D + px[a]]
+                            : kind == 1 ? gm[(long)em * D + px[a]]
+                            : kind == 2 ? gmean[pi] : gvar[pi];
+            const float v0 = *v, h = 1e-3f, vs[2] = {v0 + h, v0 - h};
+            /* Only the examples the entry reaches. */
+            const int e0 = kind == 0 ? xs * M : kind == 1 ? em : 0;
+            const int e1 = kind == 0 ? e0 + M : kind == 1 ? em + 1 : N;
+            double L[2];
+            for (int sg = 0; sg < 2; sg++) {
+                *v = vs[sg];
+                L[sg] = 0;
+                for (int e = e0; e < e1; e++)
+                    L[sg] += gy[e] * ref_logp(&f, x + (long)(e / M) * D, m + (long)e * D);
             }
             *v = v0;
-            double fd = (L[0] - L[1]) / ((double)vs[0] - vs[1]);
+            const double fd = (L[0] - L[1]) / ((double)vs[0] - vs[1]);
             checked++;
-            if (fabs(an - fd) > 1e-3 * fabs(fd) + 1e-4) {
-                if (bad++ < 5)
-                    printf("\n    kind %d pixel %d: analytic %.7g, numeric %.7g\n", kind, px[a], an,
-                           fd);
-            }
+            if (fabs(an - fd) > 1e-3 * fabs(fd) + 1e-4 && bad++ < 5)
+                printf("\n    D %d K %d M %d: kind %d pixel %d: analytic %.7g, numeric %.7g\n", D, K,
+                       M, kind, px[a], an, fd);
         }
     CU_ASSERT_EQUAL(bad, 0);
     CU_ASSERT_EQUAL(checked, 4 * npx);
-    free(x), free(m), free(gx), free(gm);
+    free(x), free(m), free(gx), free(gm), free(gy);
     fx_free(&f);
+}
+
+static void test_leaf_kernels(void) {
+    /* Dense kernel: 601 pixels = 3 pixel tiles and a ragged last vector;
+     * 4 marginalisations per scene (the background SPN's use), and 1. */
+    const int dpx[] = {0, 7, 94, 255, 256, 300, 511, 512, 599, 600};
+    sp_spn_config dense = {.n_vars = 601, .depth = 1, .repetitions = 2, .n_leaf = 3, .n_sum = 1,
+                           .var_min = 0.05f, .var_max = 0.3f, .structure_seed = 16};
+    leaf_kernel_case(dense, 3, 4, dpx, 10, 44);
+    leaf_kernel_case(dense, 5, 1, dpx, 10, 54);
+    /* Gather kernels: K = 26 Gaussians (forward blocks of 4 and a tail of 2,
+     * Theta-gradient blocks of 24 and 2), 21 examples (example vectors of 16,
+     * then a ragged one), 4 leaf regions of 25 pixels; and the object SPN
+     * itself (K = 20, regions of 196 pixels) on 20 examples. */
+    const int gpx[] = {0, 13, 26, 51, 77, 99};
+    sp_spn_config gather = {.n_vars = 100, .depth = 2, .repetitions = 2, .n_leaf = 26, .n_sum = 3,
+                            .var_min = 0.05f, .var_max = 0.3f, .structure_seed = 17};
+    leaf_kernel_case(gather, 21, 1, gpx, 6, 64);
+    const int opx[] = {0, 200, 391, 392, 600, 783};
+    leaf_kernel_case(sp_spn_config_object(18), 20, 1, opx, 6, 74);
 }
 
 /* ---- threads ---- */
@@ -897,7 +919,7 @@ int main(void) {
         {"gradients wrt every parameter", test_grad_params},
         {"1 vs 2 threads agree", test_threads_agree},
         {"logp_multi == logp on repeated rows", test_logp_multi},
-        {"dense kernel tiles vs double differences", test_dense_tiles},
+        {"leaf kernels at full shapes vs double differences", test_leaf_kernels},
         {NULL, NULL}};
     static const sp_test_suite suites[] = {{"spn structure", structure},
                                            {"spn values", values},
