@@ -6,6 +6,9 @@
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 #include "supair/sparse.h"
 #include "supair/supair.h"
@@ -289,6 +292,52 @@ static inline float clip01(float v) { return v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f 
 /* Largest scene the per-thread stack buffers of the occlusion ops hold. */
 #define OCC_MAX_PX 16384
 
+/* bg *= 1 - clip(raw, 0, 1) over n pixels (AVX2 where available). */
+static void occ_scale(float *restrict bg, const float *restrict raw, int n) {
+    int q = 0;
+#if defined(__AVX2__)
+    const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+    for (; q + 8 <= n; q += 8) {
+        /* operands in this order pass a NaN through, as clip01 does */
+        __m256 s = _mm256_min_ps(one, _mm256_max_ps(zero, _mm256_loadu_ps(raw + q)));
+        _mm256_storeu_ps(bg + q, _mm256_mul_ps(_mm256_loadu_ps(bg + q), _mm256_sub_ps(one, s)));
+    }
+#endif
+    for (; q < n; q++) bg[q] *= 1.0f - clip01(raw[q]);
+}
+
+/* One row of occ_backward: dr -= g bg where 0 <= raw <= 1 (clip_by_value's
+ * gradient passes on the closed interval), then g = g (1 - clip(raw)) - dm
+ * + dpad; dr and dpad may be NULL. AVX2 where available: the scalar
+ * selects do not vectorise. */
+static void occ_row_backward(float *restrict dr, float *restrict g, const float *restrict raw,
+                             const float *restrict bg, const float *restrict dm,
+                             const float *restrict dpad, int W) {
+    int x = 0;
+#if defined(__AVX2__)
+    const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+    for (; x + 8 <= W; x += 8) {
+        __m256 r = _mm256_loadu_ps(raw + x), gv = _mm256_loadu_ps(g + x);
+        if (dr) {
+            __m256 inside = _mm256_and_ps(_mm256_cmp_ps(r, zero, _CMP_GE_OQ),
+                                          _mm256_cmp_ps(r, one, _CMP_LE_OQ));
+            __m256 d = _mm256_and_ps(inside, _mm256_mul_ps(gv, _mm256_loadu_ps(bg + x)));
+            _mm256_storeu_ps(dr + x, _mm256_sub_ps(_mm256_loadu_ps(dr + x), d));
+        }
+        /* operands in this order pass a NaN through, as clip01 does */
+        __m256 s = _mm256_min_ps(one, _mm256_max_ps(zero, r));
+        __m256 ng = _mm256_sub_ps(_mm256_mul_ps(gv, _mm256_sub_ps(one, s)), _mm256_loadu_ps(dm + x));
+        if (dpad) ng = _mm256_add_ps(ng, _mm256_loadu_ps(dpad + x));
+        _mm256_storeu_ps(g + x, ng);
+    }
+#endif
+    for (; x < W; x++) {
+        float r = raw[x];
+        if (dr && r >= 0.0f && r <= 1.0f) dr[x] -= g[x] * bg[x];
+        g[x] = g[x] * (1.0f - clip01(r)) - dm[x] + (dpad ? dpad[x] : 0.0f);
+    }
+}
+
 static void occ_backward(void *p) {
     occ_ctx *k = p;
     const int B = k->B, K = k->K, H = k->H, W = k->W, HW = H * W, PW = W + 2;
@@ -308,14 +357,10 @@ static void occ_backward(void *p) {
             const float *pv = k->pad->val + bi * PHW, *pg = dpad ? dpad + bi * PHW : NULL;
             for (int y = 0; y < H; y++) {
                 const long po = (long)(y + 1) * PW + 1;
-                float *gy = g + y * W;
+                float *restrict gy = g + y * W;
                 const float *ry = rv + y * W, *dmy = dm + (size_t)i * HW + y * W;
-                for (int x = 0; x < W; x++) {
-                    float r = ry[x], s = clip01(r), bgi = pv[po + x];
-                    // clip_by_value's gradient passes on the closed interval
-                    if (dr && r >= 0.0f && r <= 1.0f) dr[y * W + x] -= gy[x] * bgi;
-                    gy[x] = gy[x] * (1.0f - s) - dmy[x] + (pg ? pg[po + x] : 0.0f);
-                }
+                occ_row_backward(dr ? dr + y * W : NULL, gy, ry, pv + po, dmy, pg ? pg + po : NULL,
+                                 W);
             }
         }
     }
@@ -355,7 +400,7 @@ int sp_supair_occlusion(sp_tape *t, const sp_tensor *raw, int K, sp_tensor **bg_
                 row[0] = row[W + 1] = 0.0f;
                 memcpy(row + 1, bg + y * W, (size_t)W * sizeof(float));
             }
-            for (int q = 0; q < HW; q++) bg[q] *= 1.0f - clip01(rv[q]);
+            occ_scale(bg, rv, HW);
         }
     }
     if (rg && sp_tape_grad_enabled(t)) {

@@ -943,7 +943,7 @@ static void gather_leaf_forward(float *V, long ldv, const float *T, int n, int K
  * columns), Theta's gradient into dT ((3, n, K) like T) and, when gxT or
  * gmT is not NULL, the pixel-major x and m gradients (rows of ld). Scratch:
  * gLT (K, ld), gLp (nb, round8(K)), f (3, ld). */
-static void gather_leaf_backward(float *dT, float *gxT, float *gmT, const float *T, int n, int K,
+__attribute__((noinline)) static void gather_leaf_backward(float *dT, float *gxT, float *gmT, const float *T, int n, int K,
                                  const int *idx, const float *xT, const float *mT,
                                  const float *wT, long ld, int nb,
                                  const float *gL, long ldg, float *gLT, float *gLp, float *f) {

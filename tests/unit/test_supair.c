@@ -12,6 +12,7 @@
 #include "gradcheck.h"
 #include "supair/config.h"
 #include "supair/optim.h"
+#include "supair/ops.h"
 #include "supair/supair.h"
 #include "supair/train.h"
 #include "testutil.h"
@@ -102,11 +103,29 @@ static sp_tensor *build_occ(sp_tape *t, sp_tensor **in, void *ctx) {
     return which ? marg : pad;
 }
 
+// build_occ on raw = u + a fixed offset per element: 0 and 0.52 (inside
+// [0, 1]), 1.0 (above), -0.5 (below), for u in [0.02, 0.46]
+static sp_tensor *build_occ_mixed(sp_tape *t, sp_tensor **in, void *ctx) {
+    sp_tensor *off = sp_tensor_new(t, in[0]->ndim, in[0]->shape, 0);
+    if (!off) return NULL;
+    const float pattern[4] = {0.0f, 0.52f, 1.0f, -0.5f};
+    for (long e = 0; e < off->size; e++) off->val[e] = pattern[(e * 7 + e / 11) % 4];
+    sp_tensor *raw = sp_add(t, in[0], off);
+    return build_occ(t, &raw, ctx);
+}
+
 static void test_occlusion_grad(void) {
     // raw scores straddle the clip range: elements on the clip's kinks are skipped
     sp_gc_input spec[1] = {{3, {2 * 3, 4, 5}, -0.3f, 1.3f, 1}};
     for (int which = 0; which < 2; which++)
         SP_ASSERT_GRADCHECK(build_occ, &which, 1, spec, 41 + which, SP_GC_ATOL, SP_GC_RTOL);
+    // rows of 11: one 8-wide vector of the AVX2 path plus a scalar tail, with
+    // raw values inside the clip range, above and below it, mixed in every
+    // row and kept 0.02 from the kinks (differences cannot resolve a kink
+    // closer than their smallest step): raw = u + offset pattern
+    sp_gc_input wide[1] = {{3, {2 * 3, 3, 11}, 0.02f, 0.46f, 1}};
+    for (int which = 0; which < 2; which++)
+        SP_ASSERT_GRADCHECK(build_occ_mixed, &which, 1, wide, 43 + which, SP_GC_ATOL, SP_GC_RTOL);
 }
 
 static void test_occlusion_values(void) {
