@@ -112,6 +112,7 @@ static void projection_crossover(const float *scenes) {
     int *start = malloc((size_t)(D + 1) * sizeof(int)), *col = malloc((size_t)Bn * D * sizeof(int));
     int *tstart = malloc((size_t)(D + 1) * sizeof(int)), *tcol = malloc((size_t)Bn * D * sizeof(int));
     float *val = malloc((size_t)Bn * D * sizeof(float)), *tval = malloc((size_t)Bn * D * sizeof(float));
+    float *scratch = malloc((size_t)sp_csr_matmul_scratch(D, 1) * sizeof(float));
     sp_rng_fill_uniform(W, (long)D * G, -0.05f, 0.05f, 5, 0, 0, 0);
     sp_rng_fill_uniform(dy, (long)Bn * G, -1.0f, 1.0f, 6, 0, 0, 0);
     omp_set_num_threads(1);
@@ -133,10 +134,10 @@ static void projection_crossover(const float *scenes) {
             sp_csr xt = {.start = tstart, .col = tcol, .val = tval};
             sp_csr_from_dense(&xs, x, Bn, D);
             memset(y, 0, (size_t)Bn * G * sizeof(float));
-            sp_csr_matmul_add(y, &xs, W, G);
+            sp_csr_matmul_add(y, &xs, W, G, scratch);
             sp_csr_transpose(&xt, &xs);
             memset(dW, 0, (size_t)D * G * sizeof(float));
-            sp_csr_matmul_add(dW, &xt, dy, G);
+            sp_csr_matmul_add(dW, &xt, dy, G, scratch);
             double t1 = cpu_now();
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Bn, G, D, 1.0f, x, D, W, G, 0.0f,
                         y, G);
@@ -150,7 +151,7 @@ static void projection_crossover(const float *scenes) {
                dens[di] < 0 ? "  (the scenes as they are)" : "");
     }
     free(x), free(W), free(y), free(dW), free(dy), free(start), free(col), free(tstart), free(tcol);
-    free(val), free(tval);
+    free(val), free(tval), free(scratch);
 }
 
 static void usage(void) {

@@ -4,9 +4,9 @@
  * projection x (B, 2500) W (2500, 1024) plus the weight gradient x^T dy were
  * half of a training step's flops, yet ~89% of scene pixels are exactly 0
  * (black background around 0-3 items). Multiplying only the nonzeros does
- * ~10% of the flops; the kernels below keep a 64-column slab of the dense
- * operand in L2 and the 64 outputs of a row in registers, so they run near
- * the FMA rate instead of the L3 bandwidth.
+ * ~10% of the flops; the kernels below work on a 64-column slab of the
+ * dense operand, copied contiguous (see sparse.c), with the 64 outputs of a
+ * row in registers.
  *
  * Layout: compressed rows (CSR). The transpose of a CSR matrix is the
  * compressed-column form of the original, so the same kernel serves
@@ -42,7 +42,11 @@ void sp_csr_transpose(sp_csr *out, const sp_csr *in);
 
 /* y (a->rows, n) += A (a->rows, a->cols) B (a->cols, n); row-major dense,
  * leading dimensions n. OpenMP over 64-column slabs when the work is large
- * enough to pay for a team. */
-void sp_csr_matmul_add(float *y, const sp_csr *a, const float *b, int n);
+ * enough to pay for a team. scratch (sp_csr_matmul_scratch(a->cols, the
+ * OpenMP thread count) floats) receives each slab of B contiguous before it
+ * is used, which avoids cache-set conflicts when n * 4 bytes is a multiple
+ * of 4 KB; NULL reads B in place (the same results, bit for bit). */
+void sp_csr_matmul_add(float *y, const sp_csr *a, const float *b, int n, float *scratch);
+long sp_csr_matmul_scratch(int cols, int threads);
 
 #endif

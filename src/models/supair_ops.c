@@ -5,6 +5,7 @@
  * small per-object arithmetic never goes through generic broadcasting ops. */
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 #if defined(__AVX2__)
 #include <immintrin.h>
@@ -35,6 +36,7 @@ typedef struct lin_ctx {
     const sp_tensor *x, *W, *b;
     sp_tensor *y;
     sp_csr xt; /* x^T in CSR when the forward went sparse (xt.start NULL otherwise) */
+    float *scratch; /* sp_csr_matmul_add's slab copies, room for x and for x^T */
     int B, D, G;
 } lin_ctx;
 
@@ -42,7 +44,7 @@ static void lin_backward(void *p) {
     lin_ctx *k = p;
     const float *dy = k->y->grad;
     if (sp_needs_grad(k->W) && k->xt.start)  // dW (D,G) += x^T (D,B) dy (B,G), x^T sparse
-        sp_csr_matmul_add(k->W->grad, &k->xt, dy, k->G);
+        sp_csr_matmul_add(k->W->grad, &k->xt, dy, k->G, k->scratch);
     else if (sp_needs_grad(k->W))
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k->D, k->G, k->B, 1.0f, k->x->val,
                     k->D, dy, k->G, 1.0f, k->W->grad, k->G);
@@ -76,6 +78,7 @@ sp_tensor *sp_supair_linear(sp_tape *t, const sp_tensor *x, const sp_tensor *W, 
     lin_ctx *k = record ? sp_tape_alloc(t, sizeof *k) : NULL;
     if (record && !k) return NULL;
     sp_csr xt = {0};
+    float *scratch = NULL;
     const long nnz = sp_needs_grad(x) ? x->size : sp_count_nonzeros(x->val, x->size);
     if (nnz <= SPARSE_MAX_DENSITY * (double)x->size) {
         /* Room for the densest input that takes this path, so every step
@@ -84,9 +87,12 @@ sp_tensor *sp_supair_linear(sp_tape *t, const sp_tensor *x, const sp_tensor *W, 
         sp_csr xs = {.start = sp_tape_alloc(t, (size_t)(B + 1) * sizeof(int)),
                      .col = sp_tape_alloc(t, cap * sizeof(int)),
                      .val = sp_tape_alloc(t, cap * sizeof(float))};
-        if (!xs.start || !xs.col || !xs.val) return NULL;
+        const int threads = omp_get_max_threads();
+        scratch = sp_tape_alloc(t, (size_t)sp_csr_matmul_scratch(D > B ? D : B, threads) *
+                                       sizeof(float));
+        if (!xs.start || !xs.col || !xs.val || !scratch) return NULL;
         sp_csr_from_dense(&xs, x->val, B, D);
-        sp_csr_matmul_add(y->val, &xs, W->val, G);
+        sp_csr_matmul_add(y->val, &xs, W->val, G, scratch);
         if (record && sp_needs_grad(W)) {
             xt = (sp_csr){.start = sp_tape_alloc(t, (size_t)(D + 1) * sizeof(int)),
                           .col = sp_tape_alloc(t, cap * sizeof(int)),
@@ -99,7 +105,7 @@ sp_tensor *sp_supair_linear(sp_tape *t, const sp_tensor *x, const sp_tensor *W, 
                     G, 1.0f, y->val, G);
     }
     if (record) {
-        *k = (lin_ctx){x, W, b, y, xt, B, D, G};
+        *k = (lin_ctx){x, W, b, y, xt, scratch, B, D, G};
         if (sp_tape_record(t, lin_backward, k)) return NULL;
     }
     return y;

@@ -89,11 +89,17 @@ static void check_product(int R, int C, int n, double density, uint64_t seed) {
     long nnz = sp_count_nonzeros(a, (long)R * C);
     sp_csr m = csr_alloc(R, nnz);
     sp_csr_from_dense(&m, a, R, C);
-    sp_csr_matmul_add(y, &m, b, n);
+    /* in place, and through contiguous slab copies: bit for bit the same */
+    float *y2 = malloc((size_t)R * n * sizeof(float));
+    memcpy(y2, y, (size_t)R * n * sizeof(float));
+    float *scratch = malloc((size_t)sp_csr_matmul_scratch(C, omp_get_max_threads()) * sizeof(float));
+    sp_csr_matmul_add(y, &m, b, n, NULL);
+    sp_csr_matmul_add(y2, &m, b, n, scratch);
     char what[64];
     snprintf(what, sizeof what, "A B (%d x %d x %d, density %.2f)", R, C, n, density);
     SP_ASSERT_CLOSE_ARRAY(what, y, want, (long)R * n, 1e-5 * (1 + C * density));
-    csr_free(&m), free(a), free(b), free(y), free(want);
+    CU_ASSERT_EQUAL(memcmp(y, y2, (size_t)R * n * sizeof(float)), 0);
+    csr_free(&m), free(a), free(b), free(y), free(y2), free(want), free(scratch);
 }
 
 static void test_product_shapes(void) {
@@ -114,14 +120,15 @@ static void test_threads_bit_identical(void) {
     long nnz = sp_count_nonzeros(a, (long)R * C);
     sp_csr m = csr_alloc(R, nnz);
     sp_csr_from_dense(&m, a, R, C);
+    float *scratch = malloc((size_t)sp_csr_matmul_scratch(C, 2) * sizeof(float));
     int saved = omp_get_max_threads();
     omp_set_num_threads(1);
-    sp_csr_matmul_add(y1, &m, b, n);
+    sp_csr_matmul_add(y1, &m, b, n, scratch);
     omp_set_num_threads(2);
-    sp_csr_matmul_add(y2, &m, b, n);
+    sp_csr_matmul_add(y2, &m, b, n, scratch);
     omp_set_num_threads(saved);
     CU_ASSERT_EQUAL(memcmp(y1, y2, (size_t)R * n * sizeof(float)), 0);
-    csr_free(&m), free(a), free(b), free(y1), free(y2);
+    csr_free(&m), free(a), free(b), free(y1), free(y2), free(scratch);
 }
 
 static void test_nan_propagates(void) {
@@ -129,7 +136,7 @@ static void test_nan_propagates(void) {
     float b[3 * 2] = {1, 1, 1, 1, 1, 1}, y[2 * 2] = {0, 0, 0, 0};
     sp_csr m = csr_alloc(2, 2);
     sp_csr_from_dense(&m, a, 2, 3);
-    sp_csr_matmul_add(y, &m, b, 2);
+    sp_csr_matmul_add(y, &m, b, 2, NULL);
     CU_ASSERT_TRUE(isnan(y[0]) && isnan(y[1]));
     CU_ASSERT_EQUAL(y[2], 1.0f);
     csr_free(&m);
