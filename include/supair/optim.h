@@ -44,6 +44,12 @@ void sp_adam_init(sp_adam *a, sp_adam_form form, float lr);
  * Increments a->t first. Does not touch the gradients. */
 void sp_adam_step(sp_params *p, sp_adam *a, float lr);
 
+/* The same step, and each gradient element set to 0 once it is used: the
+ * next backward's sp_params_zero_grad pass is then not needed (the trainer
+ * skips it). One pass over memory instead of two; Adam over SuPAIR's 3.2M
+ * parameters streams ~90 MB and is memory-bound. */
+void sp_adam_step_zero_grad(sp_params *p, sp_adam *a, float lr);
+
 /* ---- gradient utilities ---- */
 
 /* sqrt(sum g^2) over the whole gradient buffer, accumulated in double in a

@@ -24,7 +24,7 @@ void sp_adam_init(sp_adam *a, sp_adam_form form, float lr) {
     a->t = 0;
 }
 
-void sp_adam_step(sp_params *p, sp_adam *a, float lr) {
+static void adam_step(sp_params *p, sp_adam *a, float lr, int zero) {
     if (lr < 0) lr = a->lr;
     a->t++;
     /* Bias corrections in double: b2^t for t of a few thousand loses digits in float. */
@@ -42,8 +42,21 @@ void sp_adam_step(sp_params *p, sp_adam *a, float lr) {
     }
     const float b1 = a->b1, b2 = a->b2, ob1 = 1.0f - a->b1, ob2 = 1.0f - a->b2, eps = a->eps;
     float *restrict val = p->val, *restrict m = p->adam_m, *restrict v = p->adam_v;
-    const float *restrict g = p->grad;
+    float *restrict g = p->grad;
     const long n = p->total;
+    if (zero) {
+#pragma omp parallel for simd schedule(static) if (n >= SP_OPTIM_PAR_MIN)
+        for (long i = 0; i < n; i++) {
+            float gi = g[i];
+            float mi = b1 * m[i] + ob1 * gi;
+            float vi = b2 * v[i] + ob2 * gi * gi;
+            m[i] = mi;
+            v[i] = vi;
+            val[i] -= step * (mi / (sqrtf(vi) * vscale + eps));
+            g[i] = 0.0f;
+        }
+        return;
+    }
 #pragma omp parallel for simd schedule(static) if (n >= SP_OPTIM_PAR_MIN)
     for (long i = 0; i < n; i++) {
         float gi = g[i];
@@ -54,6 +67,9 @@ void sp_adam_step(sp_params *p, sp_adam *a, float lr) {
         val[i] -= step * (mi / (sqrtf(vi) * vscale + eps));
     }
 }
+
+void sp_adam_step(sp_params *p, sp_adam *a, float lr) { adam_step(p, a, lr, 0); }
+void sp_adam_step_zero_grad(sp_params *p, sp_adam *a, float lr) { adam_step(p, a, lr, 1); }
 
 static double sum_squares(const float *x, long n) {
     double part[SP_OPTIM_CHUNKS];

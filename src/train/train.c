@@ -44,6 +44,7 @@ typedef struct trainer {
     char *cfg_text;
     sp_params params;
     sp_adam adam;
+    int grad_clean; /* the last Adam step left every gradient at 0 */
     sp_tape *tape;
     sp_dist *dist;
     int rank, world;
@@ -753,7 +754,8 @@ static int train_step(trainer *T, double *terms, double *loss_out, double *gnorm
                       .seq_len = T->streams ? T->sdata.chunk : 0, .frame = T->streams ? T->sdata.frame : 0,
                       .u0 = T->streams && T->epoch_pos == 0 ? T->u0 : NULL};
         sp_tape_reset(T->tape);
-        sp_params_zero_grad(&T->params);
+        if (!T->grad_clean) sp_params_zero_grad(&T->params);
+        T->grad_clean = 0;
         sp_params_reset_use(&T->params);
         loss = vt->loss(T->model, T->tape, &T->params, &b, local + 1, err);
         if (!loss || sp_tape_failed(T->tape)) {
@@ -791,8 +793,10 @@ static int train_step(trainer *T, double *terms, double *loss_out, double *gnorm
     *loss_out = local[0] / T->global_b;
     for (int i = 1; i < nt; i++) terms[i - 1] = local[i] / T->global_b;
     /* The reduced gradient is identical on every rank: so is this decision. */
-    *applied = isfinite(*loss_out) && sp_grad_all_finite(&T->params);
+    /* One pass for both: the norm (squares summed in double, which cannot
+     * overflow for finite floats) is finite exactly when every entry is. */
     *gnorm = sp_grad_global_norm(&T->params);
+    *applied = isfinite(*loss_out) && isfinite(*gnorm);
     if (*applied) {
         double cn = sp_config_float(T->cfg, "clip_norm"), cv = sp_config_float(T->cfg, "clip_value");
         if (cn > 0) sp_clip_global_norm(&T->params, cn);
@@ -800,7 +804,8 @@ static int train_step(trainer *T, double *terms, double *loss_out, double *gnorm
         double lr = vt->lr_at ? vt->lr_at(T->model, T->cfg, T->step,
                                           T->epoch + (double)T->epoch_pos / T->steps_per_epoch)
                               : sp_config_float(T->cfg, "lr");
-        sp_adam_step(&T->params, &T->adam, (float)lr);
+        sp_adam_step_zero_grad(&T->params, &T->adam, (float)lr);
+        T->grad_clean = 1;
         T->last_lr = lr;
     }
     *compute_s = (t1 - t0) + (sp_time_now() - t2);

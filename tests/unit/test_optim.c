@@ -127,6 +127,28 @@ static void test_forms_differ_only_by_eps(void) {
     sp_params_free(&p2);
 }
 
+static void test_adam_zero_grad_variant(void) {
+    /* sp_adam_step_zero_grad: bit for bit the update of sp_adam_step, and
+     * every gradient entry (padding included) 0 afterwards. */
+    sp_params p1, p2;
+    make_params(&p1);
+    make_params(&p2);
+    sp_adam a1, a2;
+    sp_adam_init(&a1, SP_ADAM_PYTORCH, 1e-2f);
+    sp_adam_init(&a2, SP_ADAM_PYTORCH, 1e-2f);
+    for (int t = 0; t < 3; t++) {
+        for (int k = 0; k < 5; k++) p1.grad[k] = p2.grad[k] = (float)((k + 1) * (t % 2 ? -0.3 : 0.7));
+        sp_adam_step(&p1, &a1, -1);
+        sp_adam_step_zero_grad(&p2, &a2, -1);
+        for (long i = 0; i < p2.total; i++) CU_ASSERT_EQUAL(p2.grad[i], 0.0f);
+    }
+    CU_ASSERT_EQUAL(memcmp(p1.val, p2.val, (size_t)p1.total * sizeof(float)), 0);
+    CU_ASSERT_EQUAL(memcmp(p1.adam_m, p2.adam_m, (size_t)p1.total * sizeof(float)), 0);
+    CU_ASSERT_EQUAL(memcmp(p1.adam_v, p2.adam_v, (size_t)p1.total * sizeof(float)), 0);
+    sp_params_free(&p1);
+    sp_params_free(&p2);
+}
+
 static void fill_grad(sp_params *p) {
     /* Norm of entry w: sqrt(9 + 16) = 5; entry u: sqrt(20 * 1.5^2). */
     float *gw = sp_params_grad(p, 0), *gu = sp_params_grad(p, 1);
@@ -253,6 +275,7 @@ static const sp_test_case cases[] = {
     {"adam_pytorch_reference", test_adam_pytorch_reference},
     {"adam_lasagne_reference", test_adam_lasagne_reference},
     {"forms_differ_only_by_eps", test_forms_differ_only_by_eps},
+    {"adam_zero_grad_variant", test_adam_zero_grad_variant},
     {"global_norm_and_clip", test_global_norm_and_clip},
     {"norm_large_and_deterministic", test_norm_large_and_deterministic},
     {"finite", test_finite},
