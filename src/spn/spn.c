@@ -523,15 +523,92 @@ static void exp_shifted(float *v, long n) {
     for (; i < n; i++) v[i] = v[i] < -EXP_CUT ? 0.0f : expf(v[i]);
 }
 
+/* v[i] = log(max(v[i], Z_MIN)) for n values: the sums' log of the linear
+ * value (positive, at most 1, or NaN, which stays NaN). The AVX2 path is
+ * Cephes' logf (mantissa in [sqrt(1/2), sqrt(2)), a degree-8 polynomial;
+ * about 1 ulp); inputs are normal floats after the clamp. */
+static void log_clamped(float *v, long n) {
+    long i = 0;
+#if defined(__AVX2__)
+    const __m256 zmin = _mm256_set1_ps(Z_MIN), one = _mm256_set1_ps(1.0f),
+                 half = _mm256_set1_ps(0.5f), sqrthf = _mm256_set1_ps(0.707106781186547524f);
+    const __m256 p0 = _mm256_set1_ps(7.0376836292e-2f), p1 = _mm256_set1_ps(-1.1514610310e-1f),
+                 p2 = _mm256_set1_ps(1.1676998740e-1f), p3 = _mm256_set1_ps(-1.2420140846e-1f),
+                 p4 = _mm256_set1_ps(1.4249322787e-1f), p5 = _mm256_set1_ps(-1.6668057665e-1f),
+                 p6 = _mm256_set1_ps(2.0000714765e-1f), p7 = _mm256_set1_ps(-2.4999993993e-1f),
+                 p8 = _mm256_set1_ps(3.3333331174e-1f), q1 = _mm256_set1_ps(-2.12194440e-4f),
+                 q2 = _mm256_set1_ps(0.693359375f);
+    for (; i + 8 <= n; i += 8) {
+        __m256 x0 = _mm256_loadu_ps(v + i);
+        __m256 x = _mm256_max_ps(x0, zmin); /* NaN -> Z_MIN here; restored below */
+        __m256i bits = _mm256_castps_si256(x);
+        __m256 e = _mm256_cvtepi32_ps(
+            _mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(126)));
+        /* mantissa in [0.5, 1) */
+        __m256 m = _mm256_or_ps(
+            _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x007fffff))), half);
+        __m256 small = _mm256_cmp_ps(m, sqrthf, _CMP_LT_OQ);
+        e = _mm256_sub_ps(e, _mm256_and_ps(small, one));
+        m = _mm256_sub_ps(_mm256_add_ps(m, _mm256_and_ps(small, m)), one);
+        __m256 z = _mm256_mul_ps(m, m);
+        __m256 y = _mm256_fmadd_ps(p0, m, p1);
+        y = _mm256_fmadd_ps(y, m, p2);
+        y = _mm256_fmadd_ps(y, m, p3);
+        y = _mm256_fmadd_ps(y, m, p4);
+        y = _mm256_fmadd_ps(y, m, p5);
+        y = _mm256_fmadd_ps(y, m, p6);
+        y = _mm256_fmadd_ps(y, m, p7);
+        y = _mm256_fmadd_ps(y, m, p8);
+        y = _mm256_mul_ps(_mm256_mul_ps(y, m), z);
+        y = _mm256_fmadd_ps(e, q1, y);
+        y = _mm256_fnmadd_ps(half, z, y);
+        __m256 r = _mm256_fmadd_ps(e, q2, _mm256_add_ps(m, y));
+        _mm256_storeu_ps(v + i, _mm256_blendv_ps(r, x0, _mm256_cmp_ps(x0, x0, _CMP_UNORD_Q)));
+    }
+#endif
+    for (; i < n; i++) v[i] = logf(v[i] < Z_MIN ? Z_MIN : v[i]);
+}
+
+#if defined(__AVX2__)
+static inline float hmax8(__m256 v) {
+    __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_max_ss(x, _mm_movehdup_ps(x));
+    return _mm_cvtss_f32(x);
+}
+static inline float hmin8(__m256 v) {
+    __m128 x = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_min_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_min_ss(x, _mm_movehdup_ps(x));
+    return _mm_cvtss_f32(x);
+}
+#endif
+
 /* Shifted exponentials of nb child vectors v (stride ldv, width w):
  * e = exp(v - max v), mx = max v, cst = 1 when all entries are equal. */
 static void child_exp(const float *v, long ldv, int nb, int w, float *e, float *mx, float *cst) {
     for (int n = 0; n < nb; n++) {
         const float *a = v + n * ldv;
         float hi = a[0], lo = a[0];
-        for (int i = 1; i < w; i++) {
-            hi = a[i] > hi ? a[i] : hi;
-            lo = a[i] < lo ? a[i] : lo;
+#if defined(__AVX2__)
+        if (w >= 8) {
+            /* max and min are exact, so the order does not matter (a NaN
+             * makes the outputs NaN either way, through a - hi) */
+            __m256 h = _mm256_loadu_ps(a), l = h;
+            for (int i = 8; i < w; i += 8) {
+                __m256 x = _mm256_loadu_ps(a + (i + 8 <= w ? i : w - 8));
+                h = _mm256_max_ps(x, h);
+                l = _mm256_min_ps(x, l);
+            }
+            hi = hmax8(h);
+            lo = hmin8(l);
+        } else
+#endif
+        {
+            for (int i = 1; i < w; i++) {
+                hi = a[i] > hi ? a[i] : hi;
+                lo = a[i] < lo ? a[i] : lo;
+            }
         }
         mx[n] = hi;
         cst[n] = (hi == lo) ? 1.0f : 0.0f;
@@ -1185,15 +1262,16 @@ static void forward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch *
                 float *z = c->Z[l] + o, *v = c->V[l] + o;
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, S, C, 1.0f, sc->E, C, W, C,
                             0.0f, z, (int)vso);
+                float *lz = sc->gz; /* (nb, S), free in the forward */
+                for (int n = 0; n < nb; n++) memcpy(lz + (long)n * S, z + n * vso, S * sizeof(float));
+                log_clamped(lz, (long)nb * S);
                 for (int n = 0; n < nb; n++) {
                     float sh = sc->ma[n] + sc->mb[n];
                     /* Equal children: the normalised weights sum to 1, so the
                      * value is exact (full marginalisation gives 0). */
                     int exact = sc->ca[n] != 0.0f && sc->cb[n] != 0.0f;
-                    for (int k = 0; k < S; k++) {
-                        float zz = z[n * vso + k];
-                        v[n * vso + k] = exact ? sh : sh + logf(zz < Z_MIN ? Z_MIN : zz);
-                    }
+                    for (int k = 0; k < S; k++)
+                        v[n * vso + k] = exact ? sh : sh + lz[(long)n * S + k];
                 }
             }
         }
