@@ -570,6 +570,12 @@ static void log_clamped(float *v, long n) {
 }
 
 #if defined(__AVX2__)
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
 static inline float hmax8(__m256 v) {
     __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     x = _mm_max_ps(x, _mm_movehl_ps(x, x));
@@ -616,6 +622,56 @@ static void child_exp(const float *v, long ldv, int nb, int w, float *e, float *
         for (int i = 0; i < w; i++) o[i] = a[i] - hi;
     }
     exp_shifted(e, (long)nb * w);
+}
+
+/* Gradients of one example's children from gE (w, w), the gradient of
+ * its outer product E = ea (x) eb: ga[i] += ea[i] sum_j gE[i,j] eb[j] and
+ * gb[j] (= ga + w) += eb[j] sum_i gE[i,j] ea[i]; tb (w) is scratch. The AVX2
+ * path (w <= 24) keeps the column sums in registers: with ISO C's float
+ * semantics the compiler may not vectorise the row-sum reduction itself. */
+static void outer_backward(float *ga, const float *ea, const float *eb, const float *ge, float *tb,
+                           int w) {
+    float *gb = ga + w;
+#if defined(__AVX2__)
+    if (w <= 24) {
+        const int nv = (w + 7) / 8;
+        __m256i mask[3];
+        __m256 ebv[3], tbv[3];
+        for (int u = 0; u < 3; u++) {
+            const int valid = w - 8 * u;
+            mask[u] = _mm256_cmpgt_epi32(_mm256_set1_epi32(valid),
+                                         _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            ebv[u] = u < nv ? _mm256_maskload_ps(eb + 8 * u, mask[u]) : _mm256_setzero_ps();
+            tbv[u] = _mm256_setzero_ps();
+        }
+        for (int i = 0; i < w; i++) {
+            const __m256 ai = _mm256_broadcast_ss(ea + i);
+            __m256 acc = _mm256_setzero_ps();
+            for (int u = 0; u < nv; u++) {
+                /* masked loads: the row's tail lanes read 0, never the next row */
+                __m256 q = _mm256_maskload_ps(ge + (long)i * w + 8 * u, mask[u]);
+                acc = _mm256_fmadd_ps(ebv[u], q, acc);
+                tbv[u] = _mm256_fmadd_ps(ai, q, tbv[u]);
+            }
+            ga[i] += ea[i] * hsum8(acc);
+        }
+        float col[24];
+        for (int u = 0; u < nv; u++) _mm256_storeu_ps(col + 8 * u, tbv[u]);
+        for (int j = 0; j < w; j++) gb[j] += eb[j] * col[j];
+        return;
+    }
+#endif
+    for (int j = 0; j < w; j++) tb[j] = 0;
+    for (int i = 0; i < w; i++) {
+        float acc = 0, ai = ea[i];
+        for (int j = 0; j < w; j++) {
+            float q = ge[i * w + j];
+            acc += eb[j] * q;
+            tb[j] += ai * q;
+        }
+        ga[i] += ai * acc;
+    }
+    for (int j = 0; j < w; j++) gb[j] += eb[j] * tb[j];
 }
 
 /* E (nb, w*w) = outer products ea[n] (x) eb[n], a major. */
@@ -666,12 +722,6 @@ static void dense_tile_inputs(float *xs, float *ws, const float *x, const float 
 }
 
 #if defined(__AVX2__)
-static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 /* Forward of one (repetition, Gaussian) over nv vectors of a tile for MG
  * marginalisations: acc (MG, 2, 8) += lane partial sums of w_k G split by
@@ -1376,23 +1426,10 @@ static void backward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch 
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, C, nb, 1.0f, sc->gz, S,
                             sc->E, C, 1.0f, part + s->dw_off[l] + go * C, C);
                 /* d value / d child = E * gE, summed over the other child. */
-                for (int n = 0; n < nb; n++) {
-                    const float *ea = sc->ea + (long)n * w, *eb = sc->eb + (long)n * w;
-                    const float *ge = sc->gE + (long)n * C;
-                    float *gar = sc->gV[l - 1] + n * vsi + ao, *gbr = gar + w;
-                    float *tb = sc->tb + (long)n * w;
-                    for (int j = 0; j < w; j++) tb[j] = 0;
-                    for (int i = 0; i < w; i++) {
-                        float acc = 0, ai = ea[i];
-                        for (int j = 0; j < w; j++) {
-                            float q = ge[i * w + j];
-                            acc += eb[j] * q;
-                            tb[j] += ai * q;
-                        }
-                        gar[i] += ai * acc;
-                    }
-                    for (int j = 0; j < w; j++) gbr[j] += eb[j] * tb[j];
-                }
+                for (int n = 0; n < nb; n++)
+                    outer_backward(sc->gV[l - 1] + n * vsi + ao, sc->ea + (long)n * w,
+                                   sc->eb + (long)n * w, sc->gE + (long)n * C, sc->tb + (long)n * w,
+                                   w);
             }
         }
         /* Leaves. */
