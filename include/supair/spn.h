@@ -44,8 +44,8 @@
  * OpenMP build of OpenBLAS runs single-threaded (a pthreads OpenBLAS would
  * oversubscribe). Idle OpenMP threads must sleep (OMP_WAIT_POLICY=PASSIVE).
  * Memory: everything per call comes from the tape's arena (at 2 threads
- * about 10 MB for the object SPN at N = 768, 11 MB for the background SPN at
- * N = 1024). */
+ * about 10 MB for the object SPN at N = 768, 2 MB for the background SPN
+ * on 256 scenes x 4 marginalisations through sp_spn_logp_multi). */
 #ifndef SUPAIR_SPN_H
 #define SUPAIR_SPN_H
 

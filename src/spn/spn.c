@@ -60,7 +60,6 @@ struct sp_spn {
     int *perm;                    /* (R, D) variable at each position */
     int *region_of;               /* (R, D) leaf region of each variable */
     int *off;                     /* (G0 + 1) region starts */
-    int maxlen;                   /* largest leaf region */
     int width[SP_SPN_MAX_DEPTH];  /* values per region at level l */
     int groups[SP_SPN_MAX_DEPTH]; /* regions per repetition at level l */
     int ctop;                     /* width[d-1]^2 top products per repetition */
@@ -161,9 +160,6 @@ int sp_spn_create(sp_spn **out, const sp_spn_config *cfg, sp_error *err) {
     int k = 0;
     split_offsets(s->off, 0, s->D, s->d, &k);
     s->off[s->G0] = s->D;
-    s->maxlen = 0;
-    for (int j = 0; j < s->G0; j++)
-        if (s->off[j + 1] - s->off[j] > s->maxlen) s->maxlen = s->off[j + 1] - s->off[j];
 
     /* One Fisher-Yates shuffle per repetition, from its own counter-based
      * stream: repetition r's split does not depend on R. */
@@ -1070,6 +1066,7 @@ static void gather_leaf_forward(float *V, long ldv, const float *T, int n, int K
  * columns), Theta's gradient into dT ((3, n, K) like T) and, when gxT or
  * gmT is not NULL, the pixel-major x and m gradients (rows of ld). Scratch:
  * gLT (K, ld), gLp (nb, round8(K)), f (3, ld). */
+/* noinline: called per region and chunk; keeps it apart in profiles */
 __attribute__((noinline)) static void gather_leaf_backward(float *dT, float *gxT, float *gmT, const float *T, int n, int K,
                                  const int *idx, const float *xT, const float *mT,
                                  const float *wT, long ld, int nb,
