@@ -46,8 +46,8 @@ void sp_adam_step(sp_params *p, sp_adam *a, float lr);
 
 /* The same step, and each gradient element set to 0 once it is used: the
  * next backward's sp_params_zero_grad pass is then not needed (the trainer
- * skips it). One pass over memory instead of two; Adam over SuPAIR's 3.2M
- * parameters streams ~90 MB and is memory-bound. */
+ * skips it). One pass over memory instead of two (Adam over SuPAIR's 3.2M
+ * parameters streams ~90 MB). */
 void sp_adam_step_zero_grad(sp_params *p, sp_adam *a, float lr);
 
 /* ---- gradient utilities ---- */

@@ -5,6 +5,9 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 /* Below this many floats a loop stays on one thread: waking the pool costs
  * more than it saves. */
@@ -24,6 +27,45 @@ void sp_adam_init(sp_adam *a, sp_adam_form form, float lr) {
     a->t = 0;
 }
 
+/* Elements per chunk of the Adam loop (a multiple of 8). */
+#define ADAM_CHUNK 8192
+
+/* The Adam update of elements [lo, hi). The AVX2 path does the scalar
+ * loop's operations in the same order (separate multiplies and adds, as ISO
+ * C compiles them; vsqrtps and vdivps round like sqrtf and /), so the two
+ * agree bit for bit. Explicit: the compiler keeps sqrtf scalar (errno). */
+static void adam_range(float *restrict val, float *restrict m, float *restrict v,
+                       float *restrict g, long lo, long hi, float b1, float b2, float ob1,
+                       float ob2, float step, float vscale, float eps, int zero) {
+    long i = lo;
+#if defined(__AVX2__)
+    const __m256 B1 = _mm256_set1_ps(b1), B2 = _mm256_set1_ps(b2), OB1 = _mm256_set1_ps(ob1),
+                 OB2 = _mm256_set1_ps(ob2), ST = _mm256_set1_ps(step),
+                 VS = _mm256_set1_ps(vscale), EPS = _mm256_set1_ps(eps);
+    for (; i + 8 <= hi; i += 8) {
+        __m256 gi = _mm256_loadu_ps(g + i);
+        __m256 mi = _mm256_add_ps(_mm256_mul_ps(B1, _mm256_loadu_ps(m + i)), _mm256_mul_ps(OB1, gi));
+        __m256 vi = _mm256_add_ps(_mm256_mul_ps(B2, _mm256_loadu_ps(v + i)),
+                                  _mm256_mul_ps(_mm256_mul_ps(OB2, gi), gi));
+        _mm256_storeu_ps(m + i, mi);
+        _mm256_storeu_ps(v + i, vi);
+        __m256 den = _mm256_add_ps(_mm256_mul_ps(_mm256_sqrt_ps(vi), VS), EPS);
+        _mm256_storeu_ps(val + i, _mm256_sub_ps(_mm256_loadu_ps(val + i),
+                                                _mm256_mul_ps(ST, _mm256_div_ps(mi, den))));
+        if (zero) _mm256_storeu_ps(g + i, _mm256_setzero_ps());
+    }
+#endif
+    for (; i < hi; i++) {
+        float gi = g[i];
+        float mi = b1 * m[i] + ob1 * gi;
+        float vi = b2 * v[i] + ob2 * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        val[i] -= step * (mi / (sqrtf(vi) * vscale + eps));
+        if (zero) g[i] = 0.0f;
+    }
+}
+
 static void adam_step(sp_params *p, sp_adam *a, float lr, int zero) {
     if (lr < 0) lr = a->lr;
     a->t++;
@@ -41,30 +83,12 @@ static void adam_step(sp_params *p, sp_adam *a, float lr, int zero) {
         vscale = (float)(1.0 / sqrt(c2));
     }
     const float b1 = a->b1, b2 = a->b2, ob1 = 1.0f - a->b1, ob2 = 1.0f - a->b2, eps = a->eps;
-    float *restrict val = p->val, *restrict m = p->adam_m, *restrict v = p->adam_v;
-    float *restrict g = p->grad;
-    const long n = p->total;
-    if (zero) {
-#pragma omp parallel for simd schedule(static) if (n >= SP_OPTIM_PAR_MIN)
-        for (long i = 0; i < n; i++) {
-            float gi = g[i];
-            float mi = b1 * m[i] + ob1 * gi;
-            float vi = b2 * v[i] + ob2 * gi * gi;
-            m[i] = mi;
-            v[i] = vi;
-            val[i] -= step * (mi / (sqrtf(vi) * vscale + eps));
-            g[i] = 0.0f;
-        }
-        return;
-    }
-#pragma omp parallel for simd schedule(static) if (n >= SP_OPTIM_PAR_MIN)
-    for (long i = 0; i < n; i++) {
-        float gi = g[i];
-        float mi = b1 * m[i] + ob1 * gi;
-        float vi = b2 * v[i] + ob2 * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        val[i] -= step * (mi / (sqrtf(vi) * vscale + eps));
+    const long n = p->total, nchunks = (n + ADAM_CHUNK - 1) / ADAM_CHUNK;
+#pragma omp parallel for schedule(static) if (n >= SP_OPTIM_PAR_MIN)
+    for (long c = 0; c < nchunks; c++) {
+        long lo = c * ADAM_CHUNK, hi = lo + ADAM_CHUNK < n ? lo + ADAM_CHUNK : n;
+        adam_range(p->val, p->adam_m, p->adam_v, p->grad, lo, hi, b1, b2, ob1, ob2, step, vscale,
+                   eps, zero);
     }
 }
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gradcheck.h"
 #include "supair/optim.h"
 #include "testutil.h"
 
@@ -149,6 +150,45 @@ static void test_adam_zero_grad_variant(void) {
     sp_params_free(&p2);
 }
 
+static void test_adam_vector_matches_scalar(void) {
+    /* A large parameter set (vector body, scalar tail, several chunks and a
+     * thread team): both Adam forms bit for bit against the update written
+     * out in scalar ISO C, the operations in the documented order. */
+    sp_error err = {0};
+    sp_params p;
+    sp_params_init(&p);
+    CU_ASSERT_EQUAL_FATAL(sp_params_add(&p, "big", 1, (int[]){70001}, &err), 0);
+    CU_ASSERT_EQUAL_FATAL(sp_params_finalize(&p, &err), SP_OK);
+    const long n = p.total;
+    float *val = malloc(sizeof(float) * n), *m = calloc(n, sizeof(float)), *v = calloc(n, sizeof(float));
+    sp_gc_fill_uniform(p.val, n, -1.0f, 1.0f, 91);
+    memcpy(val, p.val, sizeof(float) * n);
+    for (int form = 0; form < 2; form++) {
+        sp_adam a;
+        sp_adam_init(&a, form ? SP_ADAM_LASAGNE : SP_ADAM_PYTORCH, 1e-3f);
+        for (int t = 1; t <= 3; t++) {
+            sp_gc_fill_uniform(p.grad, n, -2.0f, 2.0f, 92 + t);
+            double c1 = 1.0 - pow((double)a.b1, t), c2 = 1.0 - pow((double)a.b2, t);
+            float step = form ? (float)(a.lr * sqrt(c2) / c1) : (float)(a.lr / c1);
+            float vscale = form ? 1.0f : (float)(1.0 / sqrt(c2));
+            for (long i = 0; i < n; i++) {
+                float gi = p.grad[i];
+                m[i] = a.b1 * m[i] + (1.0f - a.b1) * gi;
+                v[i] = a.b2 * v[i] + (1.0f - a.b2) * gi * gi;
+                val[i] -= step * (m[i] / (sqrtf(v[i]) * vscale + a.eps));
+            }
+            sp_adam_step(&p, &a, -1);
+        }
+        CU_ASSERT_EQUAL(memcmp(val, p.val, sizeof(float) * n), 0);
+        CU_ASSERT_EQUAL(memcmp(m, p.adam_m, sizeof(float) * n), 0);
+        CU_ASSERT_EQUAL(memcmp(v, p.adam_v, sizeof(float) * n), 0);
+        memset(m, 0, sizeof(float) * n), memset(v, 0, sizeof(float) * n);
+        sp_params_zero_adam(&p);
+    }
+    free(val), free(m), free(v);
+    sp_params_free(&p);
+}
+
 static void fill_grad(sp_params *p) {
     /* Norm of entry w: sqrt(9 + 16) = 5; entry u: sqrt(20 * 1.5^2). */
     float *gw = sp_params_grad(p, 0), *gu = sp_params_grad(p, 1);
@@ -276,6 +316,7 @@ static const sp_test_case cases[] = {
     {"adam_lasagne_reference", test_adam_lasagne_reference},
     {"forms_differ_only_by_eps", test_forms_differ_only_by_eps},
     {"adam_zero_grad_variant", test_adam_zero_grad_variant},
+    {"adam_vector_matches_scalar", test_adam_vector_matches_scalar},
     {"global_norm_and_clip", test_global_norm_and_clip},
     {"norm_large_and_deterministic", test_norm_large_and_deterministic},
     {"finite", test_finite},
