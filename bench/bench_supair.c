@@ -3,7 +3,10 @@
  * Prints scenes/s, the time per component (LSTM with its input projection and
  * head, SPNs, spatial transformer, the rest: occlusion, ELBO, copies), forward
  * and backward apart, and the achieved GFLOP/s of the model's GEMM-shaped work
- * next to a plain cblas_sgemm measured in the same run.
+ * next to a plain cblas_sgemm measured in the same run. The thread counts
+ * take turns step by step, and the scaling is printed next to what the
+ * machine gives at the same counts (sgemm, and a STREAM triad for the
+ * memory-bound parts).
  * Reference point: a faithful PyTorch port runs ~470 scenes/s per core. */
 #include <cblas.h>
 #include <omp.h>
@@ -46,6 +49,43 @@ static double gemm_gflops(int n) {
     return 2.0 * n * n * n / best / 1e9;
 }
 
+/* STREAM triad a = b + s c over 3 x 32 MB (far beyond the L3), best of 5,
+ * at the current OpenMP thread count: the memory bandwidth this machine
+ * gives now. */
+static double triad_gbs(void) {
+    const long n = 8L << 20;
+    float *a = malloc((size_t)n * sizeof(float)), *b = malloc((size_t)n * sizeof(float));
+    float *c = malloc((size_t)n * sizeof(float));
+    if (!a || !b || !c) {
+        free(a), free(b), free(c);
+        return 0.0;
+    }
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < n; i++) a[i] = 0.0f, b[i] = 1.0f, c[i] = 2.0f;
+    double best = 1e30;
+    for (int r = 0; r < 5; r++) {
+        double t0 = sp_time_now();
+#pragma omp parallel for schedule(static)
+        for (long i = 0; i < n; i++) a[i] = b[i] + 1.5f * c[i];
+        double dt = sp_time_now() - t0;
+        if (dt < best) best = dt;
+    }
+    free(a), free(b), free(c);
+    return 3.0 * n * sizeof(float) / best / 1e9;
+}
+
+static double min_of(const double *v, int n) {
+    double m = v[0];
+    for (int i = 1; i < n; i++) m = v[i] < m ? v[i] : m;
+    return m;
+}
+
+static double max_of(const double *v, int n) {
+    double m = v[0];
+    for (int i = 1; i < n; i++) m = v[i] > m ? v[i] : m;
+    return m;
+}
+
 /* CPU seconds of the whole process: on a busy machine the wall time also
  * measures the neighbours, this measures our work. */
 static double cpu_now(void) {
@@ -59,9 +99,12 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return v[n / 2];
+/* Median of v[0..n) (n <= MAX_STEPS), v left as it is. */
+static double median(const double *v, int n) {
+    double w[MAX_STEPS];
+    memcpy(w, v, (size_t)n * sizeof *w);
+    qsort(w, (size_t)n, sizeof *w, cmp_double);
+    return n % 2 ? w[n / 2] : 0.5 * (w[n / 2 - 1] + w[n / 2]);
 }
 
 /* The benchmark's batch: the default training scenes (multi-object
@@ -156,13 +199,13 @@ static void projection_crossover(const float *scenes) {
 
 static void usage(void) {
     fprintf(stderr, "usage: bench_supair [--threads N[,N...]] [--steps S]\n"
-                    "  defaults: --threads 1,2 --steps 5 (plus one warm-up step)\n");
+                    "  defaults: --threads 1,2 --steps 11 (plus one warm-up step; the thread counts take turns)\n");
 }
 
 int main(int argc, char **argv) {
     sp_error err = {0};
     sp_blas_ensure_coretype(argc, argv, &err);
-    int threads[8] = {1, 2}, n_threads = 2, steps = 5;
+    int threads[8] = {1, 2}, n_threads = 2, steps = 11;
     for (int a = 1; a < argc; a++) {
         if (!strcmp(argv[a], "--threads") && a + 1 < argc) {
             n_threads = 0;
@@ -231,19 +274,27 @@ int main(int argc, char **argv) {
            B, source, 100.0 * density, p.total, sp_blas_corename(), steps);
     printf("%-7s %10s %9s %9s %9s | %-28s | %9s %9s %9s\n", "threads", "scenes/s", "step ms",
            "cpu ms", "GFLOP/s", "ms fwd/bwd: LSTM SPN STN rest", "sgemm GF", "LSTM GF", "SPN GF");
+    /* The thread counts take turns step by step (round r runs one step at
+     * each), so every count sees the same machine: on a shared VM the
+     * memory bandwidth left by other tenants changes from minute to minute
+     * and moves all counts alike, and the ratio of a round is then the
+     * scaling itself. */
+    static double wall[8][MAX_STEPS], cpu[8][MAX_STEPS], comp_s[8][SP_SUPAIR_T_N][2][MAX_STEPS];
+    double peak[8], triad[8];
     for (int ti = 0; ti < n_threads; ti++) {
-        const int th = threads[ti];
-        omp_set_num_threads(th);
-        sp_cpu_flush_denormals();
-        double peak = gemm_gflops(1024);
-        sp_batch b = {0};
-        b.n = B, b.global_n = B, b.index = idx, b.x = x, b.seed = 1;
-        sp_supair_profile prof;
-        double wall[MAX_STEPS], cpu[MAX_STEPS], comp_s[SP_SUPAIR_T_N][2][MAX_STEPS];
-        for (int s = 0; s <= steps; s++) {
+        omp_set_num_threads(threads[ti]);
+        peak[ti] = gemm_gflops(1024);
+        triad[ti] = triad_gbs();
+    }
+    sp_cpu_flush_denormals();
+    for (int s = 0; s <= steps; s++) {
+        for (int ti = 0; ti < n_threads; ti++) {
+            omp_set_num_threads(threads[ti]);
+            sp_batch b = {0};
+            b.n = B, b.global_n = B, b.index = idx, b.x = x, b.seed = 1, b.step = s;
+            sp_supair_profile prof;
             memset(&prof, 0, sizeof prof);
             sp_supair_set_profile(m, s ? &prof : NULL);
-            b.step = s;
             sp_params_zero_grad(&p);
             sp_tape_reset(t);
             double term[2];
@@ -255,16 +306,19 @@ int main(int argc, char **argv) {
             }
             sp_tape_backward(t, loss, 1.0f);
             double dt = sp_time_now() - t0, dc = cpu_now() - c0;
+            sp_supair_set_profile(m, NULL);
             if (s == 0) continue;  // warm-up: arena growth, BLAS buffers
-            wall[s - 1] = dt, cpu[s - 1] = dc;
+            wall[ti][s - 1] = dt, cpu[ti][s - 1] = dc;
             for (int c = 0; c < SP_SUPAIR_T_N; c++)
-                comp_s[c][0][s - 1] = prof.fwd[c], comp_s[c][1][s - 1] = prof.bwd[c];
+                comp_s[ti][c][0][s - 1] = prof.fwd[c], comp_s[ti][c][1][s - 1] = prof.bwd[c];
         }
-        sp_supair_set_profile(m, NULL);
+    }
+    for (int ti = 0; ti < n_threads; ti++) {
+        const int th = threads[ti];
         double comp[SP_SUPAIR_T_N][2];
         for (int c = 0; c < SP_SUPAIR_T_N; c++)
-            for (int d = 0; d < 2; d++) comp[c][d] = median(comp_s[c][d], steps);
-        double step_s = median(wall, steps), cpu_s = median(cpu, steps);
+            for (int d = 0; d < 2; d++) comp[c][d] = median(comp_s[ti][c][d], steps);
+        double step_s = median(wall[ti], steps), cpu_s = median(cpu[ti], steps);
         double lstm_s = comp[SP_SUPAIR_T_LSTM][0] + comp[SP_SUPAIR_T_LSTM][1];
         double spn_s = comp[SP_SUPAIR_T_SPN][0] + comp[SP_SUPAIR_T_SPN][1];
         char br[64];
@@ -272,8 +326,20 @@ int main(int argc, char **argv) {
                  comp[0][0] * 1e3, comp[0][1] * 1e3, comp[1][0] * 1e3, comp[1][1] * 1e3,
                  comp[2][0] * 1e3, comp[2][1] * 1e3, comp[3][0] * 1e3, comp[3][1] * 1e3);
         printf("%-7d %10.0f %9.1f %9.1f %9.1f | %-28s | %9.1f %9.1f %9.1f\n", th, B / step_s,
-               step_s * 1e3, cpu_s * 1e3, (f_lstm + f_spn) / step_s / 1e9, br, peak,
+               step_s * 1e3, cpu_s * 1e3, (f_lstm + f_spn) / step_s / 1e9, br, peak[ti],
                f_lstm / lstm_s / 1e9, f_spn / spn_s / 1e9);
+    }
+    /* Scaling against the first count, and what this machine allows: plain
+     * sgemm and a memory-bound loop (STREAM triad over 96 MB) at the same
+     * counts, measured in this run. */
+    for (int ti = 1; ti < n_threads; ti++) {
+        double ratio[MAX_STEPS];
+        for (int s = 0; s < steps; s++) ratio[s] = wall[0][s] / wall[ti][s];
+        printf("%d vs %d threads: step %.2fx (median of %d rounds, %.2f-%.2fx); sgemm %.2fx, "
+               "memory triad %.2fx (%.1f vs %.1f GB/s)\n",
+               threads[ti], threads[0], median(ratio, steps), steps, min_of(ratio, steps),
+               max_of(ratio, steps), peak[ti] / peak[0], triad[ti] / triad[0], triad[ti],
+               triad[0]);
     }
     printf("components: %s, %s, %s, %s; step = median wall time, cpu = median CPU time of "
            "all threads; GFLOP/s counts the GEMM-shaped work executed (LSTM %.2f GF + SPN %.2f "

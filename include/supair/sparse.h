@@ -36,6 +36,14 @@ long sp_count_nonzeros(const float *x, long n);
  * sp_count_nonzeros(x, rows * cols) entries each). */
 void sp_csr_from_dense(sp_csr *out, const float *x, int rows, int cols);
 
+/* The same in two steps, so a caller can size col and val (or choose a
+ * dense product) from the count without a separate pass over x:
+ * sp_csr_row_starts writes start (rows + 1) and returns the nonzeros,
+ * sp_csr_fill then needs out->start so filled. Both run in OpenMP threads
+ * over rows when x is large. */
+long sp_csr_row_starts(int *start, const float *x, int rows, int cols);
+void sp_csr_fill(sp_csr *out, const float *x, int rows, int cols);
+
 /* out = in^T, as CSR (in->cols rows). The caller provides out->start
  * (in->cols + 1), out->col and out->val (in->nnz each). */
 void sp_csr_transpose(sp_csr *out, const sp_csr *in);

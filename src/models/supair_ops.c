@@ -79,19 +79,23 @@ sp_tensor *sp_supair_linear(sp_tape *t, const sp_tensor *x, const sp_tensor *W, 
     if (record && !k) return NULL;
     sp_csr xt = {0};
     float *scratch = NULL;
-    const long nnz = sp_needs_grad(x) ? x->size : sp_count_nonzeros(x->val, x->size);
+    /* The row counts double as the density test (an x that needs its
+     * gradient takes the dense product). */
+    int *starts = sp_needs_grad(x) ? NULL : sp_tape_alloc(t, (size_t)(B + 1) * sizeof(int));
+    if (!sp_needs_grad(x) && !starts) return NULL;
+    const long nnz = starts ? sp_csr_row_starts(starts, x->val, B, D) : x->size;
     if (nnz <= SPARSE_MAX_DENSITY * (double)x->size) {
         /* Room for the densest input that takes this path, so every step
          * asks the arena for the same bytes (no growth after the first). */
         const size_t cap = (size_t)(SPARSE_MAX_DENSITY * (double)x->size) + 1;
-        sp_csr xs = {.start = sp_tape_alloc(t, (size_t)(B + 1) * sizeof(int)),
+        sp_csr xs = {.start = starts,
                      .col = sp_tape_alloc(t, cap * sizeof(int)),
                      .val = sp_tape_alloc(t, cap * sizeof(float))};
         const int threads = omp_get_max_threads();
         scratch = sp_tape_alloc(t, (size_t)sp_csr_matmul_scratch(D > B ? D : B, threads) *
                                        sizeof(float));
-        if (!xs.start || !xs.col || !xs.val || !scratch) return NULL;
-        sp_csr_from_dense(&xs, x->val, B, D);
+        if (!xs.col || !xs.val || !scratch) return NULL;
+        sp_csr_fill(&xs, x->val, B, D);
         sp_csr_matmul_add(y->val, &xs, W->val, G, scratch);
         if (record && sp_needs_grad(W)) {
             xt = (sp_csr){.start = sp_tape_alloc(t, (size_t)(D + 1) * sizeof(int)),

@@ -16,7 +16,7 @@
 
 #include <omp.h>
 #include <string.h>
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -25,6 +25,8 @@
 #endif
 /* Below this many multiply-adds a team costs more than it saves. */
 #define SPARSE_OMP_MIN (1L << 20)
+/* Dense inputs of fewer floats are converted to CSR on one thread. */
+#define CSR_OMP_MIN (1L << 18)
 
 long sp_count_nonzeros(const float *x, long n) {
     long c = 0;
@@ -32,17 +34,55 @@ long sp_count_nonzeros(const float *x, long n) {
     return c;
 }
 
-void sp_csr_from_dense(sp_csr *out, const float *x, int rows, int cols) {
+/* Nonzeros of a row; 8 at a time by comparison mask where AVX2 is there. */
+static int row_nonzeros(const float *r, int cols) {
+    int c = 0, j = 0;
+#if defined(__AVX2__)
+    for (; j + 8 <= cols; j += 8)
+        c += __builtin_popcount((unsigned)_mm256_movemask_ps(
+            _mm256_cmp_ps(_mm256_loadu_ps(r + j), _mm256_setzero_ps(), _CMP_NEQ_UQ)));
+#endif
+    for (; j < cols; j++) c += r[j] != 0.0f;
+    return c;
+}
+
+long sp_csr_row_starts(int *start, const float *x, int rows, int cols) {
+#pragma omp parallel for schedule(static) if ((long)rows * cols >= CSR_OMP_MIN)
+    for (int i = 0; i < rows; i++) start[i + 1] = row_nonzeros(x + (size_t)i * cols, cols);
+    start[0] = 0;
     long e = 0;
-    out->rows = rows, out->cols = cols;
+    for (int i = 0; i < rows; i++) start[i + 1] = (int)(e += start[i + 1]);
+    return e;
+}
+
+void sp_csr_fill(sp_csr *out, const float *x, int rows, int cols) {
+    out->rows = rows, out->cols = cols, out->nnz = out->start[rows];
+#pragma omp parallel for schedule(static) if ((long)rows * cols >= CSR_OMP_MIN)
     for (int i = 0; i < rows; i++) {
-        out->start[i] = (int)e;
         const float *r = x + (size_t)i * cols;
-        for (int j = 0; j < cols; j++)
-            if (r[j] != 0.0f) out->col[e] = j, out->val[e] = r[j], e++;
+        int *col = out->col;
+        float *val = out->val;
+        long e = out->start[i];
+        int j = 0;
+#if defined(__AVX2__)
+        /* Scenes are mostly black: skip whole zero vectors. */
+        for (; j + 8 <= cols; j += 8) {
+            unsigned nz = (unsigned)_mm256_movemask_ps(
+                _mm256_cmp_ps(_mm256_loadu_ps(r + j), _mm256_setzero_ps(), _CMP_NEQ_UQ));
+            for (; nz; nz &= nz - 1) {
+                const int c = j + __builtin_ctz(nz);
+                col[e] = c, val[e] = r[c], e++;
+            }
+        }
+#endif
+        for (; j < cols; j++)
+            if (r[j] != 0.0f) col[e] = j, val[e] = r[j], e++;
     }
-    out->start[rows] = (int)e;
-    out->nnz = e;
+}
+
+void sp_csr_from_dense(sp_csr *out, const float *x, int rows, int cols) {
+    sp_csr_row_starts(out->start, x, rows, cols);
+    sp_csr_fill(out, x, rows, cols);
 }
 
 void sp_csr_transpose(sp_csr *out, const sp_csr *in) {

@@ -1417,9 +1417,8 @@ static void backward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch 
                 child_exp(a + w, vsi, nb, w, sc->eb, sc->mb, sc->cb);
                 outer(sc->E, sc->ea, sc->eb, nb, w);
                 const float *W = c->der + s->dw_off[l] + go * C;
-                memset(sc->gE, 0, (size_t)nb * C * sizeof(float));
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, C, S, 1.0f, sc->gz, S, W,
-                            C, 1.0f, sc->gE, C);
+                            C, 0.0f, sc->gE, C);
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, C, nb, 1.0f, sc->gz, S,
                             sc->E, C, 1.0f, part + s->dw_off[l] + go * C, C);
                 /* d value / d child = E * gE, summed over the other child. */

@@ -73,6 +73,42 @@ static void test_csr_round_trip(void) {
     csr_free(&m), csr_free(&t), free(back), free(x);
 }
 
+/* The threaded, vectorised conversion of a scene-sized batch against a
+ * plain loop: 300 x 2501 (odd width: a scalar tail after the vectors) at 1
+ * and 2 threads, with NaN kept and -0 dropped inside the vector part, and
+ * the two-step API (row starts, then fill) giving the same matrix. */
+static void test_csr_large_threads(void) {
+    const int R = 300, C = 2501;
+    float *x = sparse_matrix(R, C, 0.1, 41);
+    x[(size_t)5 * C + 17] = NAN;
+    x[(size_t)7 * C + 8] = -0.0f;
+    x[(size_t)R * C - 1] = 3.0f; /* the last (tail) entry */
+    const long nnz = sp_count_nonzeros(x, (long)R * C);
+    sp_csr want = csr_alloc(R, nnz);
+    long e = 0;
+    for (int i = 0; i < R; i++) {
+        want.start[i] = (int)e;
+        for (int j = 0; j < C; j++)
+            if (x[(size_t)i * C + j] != 0.0f) want.col[e] = j, want.val[e] = x[(size_t)i * C + j], e++;
+    }
+    want.start[R] = (int)e;
+    CU_ASSERT_EQUAL(e, nnz);
+    const int saved = omp_get_max_threads();
+    for (int th = 1; th <= 2; th++) {
+        omp_set_num_threads(th);
+        sp_csr m = csr_alloc(R, nnz);
+        CU_ASSERT_EQUAL(sp_csr_row_starts(m.start, x, R, C), nnz);
+        sp_csr_fill(&m, x, R, C);
+        CU_ASSERT_EQUAL(m.nnz, nnz);
+        CU_ASSERT_EQUAL(memcmp(m.start, want.start, (size_t)(R + 1) * sizeof(int)), 0);
+        CU_ASSERT_EQUAL(memcmp(m.col, want.col, (size_t)nnz * sizeof(int)), 0);
+        CU_ASSERT_EQUAL(memcmp(m.val, want.val, (size_t)nnz * sizeof(float)), 0); /* NaN bits too */
+        csr_free(&m);
+    }
+    omp_set_num_threads(saved);
+    csr_free(&want), free(x);
+}
+
 /* y0 + A B against a double loop, for n across slab boundaries. */
 static void check_product(int R, int C, int n, double density, uint64_t seed) {
     float *a = sparse_matrix(R, C, density, seed);
@@ -182,6 +218,7 @@ static void test_sparse_linear_matches_dense(void) {
 
 static const sp_test_case cases[] = {
     {"CSR round trip and transpose", test_csr_round_trip},
+    {"CSR of a scene-sized batch at 1 and 2 threads", test_csr_large_threads},
     {"CSR x dense against a double loop (slabs, tails, empty rows)", test_product_shapes},
     {"1 and 2 threads bit-identical", test_threads_bit_identical},
     {"NaN in the sparse operand propagates", test_nan_propagates},
