@@ -156,6 +156,127 @@ static inline void axis_row_dtheta(double *s, const axpt *xs, axpt y, const floa
     row_flush(s, &r, v);
 }
 
+/* Separable form of the axis-aligned path. Grid column j reads source
+ * columns x0_j and x0_j + 1 of whichever source row an output row reads, so
+ * those two pixels of each source row are gathered once (rows A and Bn of
+ * the gather below), and each output row then works on contiguous arrays
+ * over j that the compiler vectorises: 2 gathers per source row and column
+ * instead of 4 per output point. Every value is computed by the same
+ * expression as in the per-point forms above, and the theta sums still run
+ * over j in order, so results are bit for bit those of the other paths. */
+#define STN_SEP_MAX 4096 /* floats per gathered plane (rows x out_w) */
+
+typedef struct axcols {
+    float w[STN_AX_MAX], w1[STN_AX_MAX], m[STN_AX_MAX];
+} axcols;
+
+typedef struct axrows {
+    float A[STN_SEP_MAX], Bn[STN_SEP_MAX]; /* (nr, ow): im[r][x0_j], im[r][x0_j + 1] */
+    int r_lo, nr;
+} axrows;
+
+static void axis_cols(const axpt *xs, int ow, axcols *c) {
+    for (int j = 0; j < ow; j++) c->w[j] = xs[j].w, c->w1[j] = xs[j].w1, c->m[j] = xs[j].m;
+}
+
+/* Gathers the source rows that the output rows read (from the lowest y0 to
+ * the highest y0 + 1). Returns 0 when they exceed the buffer (then the
+ * per-point loops run). */
+static int axis_gather(const float *im, int W, const axpt *xs, int ow, const axpt *ys, int oh,
+                       axrows *g) {
+    int lo = ys[0].i0, hi = ys[0].i0;
+    for (int i = 1; i < oh; i++) {
+        lo = ys[i].i0 < lo ? ys[i].i0 : lo;
+        hi = ys[i].i0 > hi ? ys[i].i0 : hi;
+    }
+    lo /= W, hi = hi / W + 1;
+    const int nr = hi - lo + 1;
+    if ((long)nr * ow > STN_SEP_MAX) return 0;
+    for (int r = 0; r < nr; r++) {
+        const float *row = im + (size_t)(lo + r) * W;
+        float *a = g->A + r * ow, *b = g->Bn + r * ow;
+        for (int j = 0; j < ow; j++) a[j] = row[xs[j].i0], b[j] = row[xs[j].i0 + 1];
+    }
+    g->r_lo = lo, g->nr = nr;
+    return 1;
+}
+
+/* Output row i of a bilinear read (sampling, or the scatter's data
+ * gradient): out[j] (+)= bilinear value at (row y, column j). */
+static inline void axis_row_read(float *restrict out, int add, const axrows *g, const axcols *c,
+                                 axpt y, int W, int ow) {
+    const int r = y.i0 / W - g->r_lo;
+    const float *restrict a0 = g->A + r * ow, *restrict a1 = g->Bn + r * ow;
+    const float *restrict b0 = a0 + ow, *restrict b1 = a1 + ow;
+    const float wy = y.w, wy1 = y.w1;
+    if (add)
+        for (int j = 0; j < ow; j++)
+            out[j] += wy1 * (c->w1[j] * a0[j] + c->w[j] * a1[j]) +
+                      wy * (c->w1[j] * b0[j] + c->w[j] * b1[j]);
+    else
+        for (int j = 0; j < ow; j++)
+            out[j] = wy1 * (c->w1[j] * a0[j] + c->w[j] * a1[j]) +
+                     wy * (c->w1[j] * b0[j] + c->w[j] * b1[j]);
+}
+
+/* axis_row_dtheta from the gathered rows: the per-point products in
+ * vectorised loops, then the row sums in order. */
+static inline void axis_row_dtheta_sep(double *s, const axrows *g, const axcols *c, axpt y, int W,
+                                       const float *restrict w, const float *restrict u, int ow,
+                                       float v) {
+    const int r = y.i0 / W - g->r_lo;
+    const float *restrict a0 = g->A + r * ow, *restrict a1 = g->Bn + r * ow;
+    const float *restrict b0 = a0 + ow, *restrict b1 = a1 + ow;
+    float gX[STN_AX_MAX], gY[STN_AX_MAX];
+    for (int j = 0; j < ow; j++) {
+        float dX = c->m[j] * (y.w1 * (a1[j] - a0[j]) + y.w * (b1[j] - b0[j]));
+        float dY = y.m * (c->w1[j] * (b0[j] - a0[j]) + c->w[j] * (b1[j] - a1[j]));
+        gX[j] = w[j] * dX, gY[j] = w[j] * dY;
+    }
+    rowacc acc = {0, 0, 0, 0};
+    for (int j = 0; j < ow; j++) row_add(&acc, gX[j], gY[j], u[j]);
+    row_flush(s, &acc, v);
+}
+
+/* The adjoint of axis_row_read over a whole grid (the sampling's data
+ * gradient, or the scatter itself): canvas += R^T G C with R, C the row and
+ * column interpolation weights. G's rows are first spread over the source
+ * rows they read (contiguous loops over j into S (nr, ow)), then each source
+ * row is splatted once into the canvas: 2 scattered adds per source row and
+ * column instead of 4 per grid point. A canvas pixel's contributions are
+ * summed in another order than the per-point splat, so results agree with
+ * it to rounding, not bit for bit. Returns 0 (nothing done) when the rows
+ * exceed the buffer. */
+static int axis_splat(float *canvas, int W, const float *G, const axpt *xs, int ow,
+                      const axpt *ys, int oh, axrows *buf) {
+    int lo = ys[0].i0, hi = ys[0].i0;
+    for (int i = 1; i < oh; i++) {
+        lo = ys[i].i0 < lo ? ys[i].i0 : lo;
+        hi = ys[i].i0 > hi ? ys[i].i0 : hi;
+    }
+    lo /= W, hi = hi / W + 1;
+    const int nr = hi - lo + 1;
+    if ((long)nr * ow > STN_SEP_MAX) return 0;
+    float *S = buf->A;
+    memset(S, 0, (size_t)nr * ow * sizeof(float));
+    for (int i = 0; i < oh; i++) {
+        float *restrict s0 = S + (ys[i].i0 / W - lo) * ow, *restrict s1 = s0 + ow;
+        const float *restrict gi = G + (size_t)i * ow;
+        const float wy = ys[i].w, wy1 = ys[i].w1;
+        for (int j = 0; j < ow; j++) s0[j] += gi[j] * wy1;
+        for (int j = 0; j < ow; j++) s1[j] += gi[j] * wy;
+    }
+    for (int r = 0; r < nr; r++) {
+        float *d = canvas + (size_t)(lo + r) * W;
+        const float *sr = S + r * ow;
+        for (int j = 0; j < ow; j++) {
+            d[xs[j].i0] += sr[j] * xs[j].w1;
+            d[xs[j].i0 + 1] += sr[j] * xs[j].w;
+        }
+    }
+    return 1;
+}
+
 static int theta_ok(const sp_tensor *theta) {
     return theta->ndim == 2 && theta->shape[1] == 6;
 }
@@ -180,6 +301,8 @@ static void sample_backward(void *p) {
     // one thread per image: its K transforms all splat into the same grad
 #pragma omp parallel for schedule(static) if ((long)k->B * P >= STN_OMP_MIN)
     for (int bi = 0; bi < Bi; bi++) {
+        axrows rows;
+        axcols cols;
         const float *im = k->img->val + (size_t)bi * HW;
         for (int kk = 0; kk < k->K; kk++) {
             const int b = bi * k->K + kk;
@@ -190,6 +313,10 @@ static void sample_backward(void *p) {
                 axpt xs[STN_AX_MAX], ys[STN_AX_MAX];
                 axis_tables(th, g, xs, ys);
                 float *di = dimg ? dimg + (size_t)bi * HW : NULL;
+                const int sep = dth && axis_gather(im, W, xs, g->ow, ys, g->oh, &rows);
+                if (sep) axis_cols(xs, g->ow, &cols);
+                axrows sbuf;
+                if (di && axis_splat(di, W, go, xs, g->ow, ys, g->oh, &sbuf)) di = NULL;
                 for (int i = 0; i < g->oh; i++) {
                     const axpt y = ys[i];
                     const float *q0 = im + y.i0, *q1 = q0 + W;
@@ -205,7 +332,10 @@ static void sample_backward(void *p) {
                             d1[x.i0 + 1] += gy1 * x.w;
                         }
                     }
-                    if (dth) axis_row_dtheta(s, xs, y, q0, q1, gi, g->u, g->ow, g->v[i]);
+                    if (sep)
+                        axis_row_dtheta_sep(s, &rows, &cols, y, W, gi, g->u, g->ow, g->v[i]);
+                    else if (dth)
+                        axis_row_dtheta(s, xs, y, q0, q1, gi, g->u, g->ow, g->v[i]);
                 }
                 if (dth)
                     for (int e = 0; e < 6; e++) dth[6 * b + e] += (float)s[e];
@@ -257,6 +387,14 @@ sp_tensor *sp_stn_sample(sp_tape *t, const sp_tensor *img, const sp_tensor *thet
         if (axis_aligned(th, &g)) {
             axpt xs[STN_AX_MAX], ys[STN_AX_MAX];
             axis_tables(th, &g, xs, ys);
+            axrows rows;
+            if (axis_gather(im, W, xs, out_w, ys, out_h, &rows)) {
+                axcols cols;
+                axis_cols(xs, out_w, &cols);
+                for (int i = 0; i < out_h; i++)
+                    axis_row_read(o + i * out_w, 0, &rows, &cols, ys[i], W, out_w);
+                continue;
+            }
             for (int i = 0; i < out_h; i++) {
                 const float *r0 = im + ys[i].i0, *r1 = r0 + W;
                 const float wy = ys[i].w, wy1 = ys[i].w1;
@@ -310,6 +448,20 @@ static void scatter_backward(void *p) {
         if (axis_aligned(th, g)) {
             axpt xs[STN_AX_MAX], ys[STN_AX_MAX];
             axis_tables(th, g, xs, ys);
+            axrows rows;
+            if (axis_gather(gc, W, xs, g->ow, ys, g->oh, &rows)) {
+                axcols cols;
+                axis_cols(xs, g->ow, &cols);
+                for (int i = 0; i < g->oh; i++) {
+                    if (dv) axis_row_read(dv + (size_t)b * P + i * g->ow, 1, &rows, &cols, ys[i], W, g->ow);
+                    if (dth)
+                        axis_row_dtheta_sep(s, &rows, &cols, ys[i], W, v + i * g->ow, g->u, g->ow,
+                                            g->v[i]);
+                }
+                if (dth)
+                    for (int e = 0; e < 6; e++) dth[6 * b + e] += (float)s[e];
+                continue;
+            }
             for (int i = 0; i < g->oh; i++) {
                 const axpt y = ys[i];
                 const float *q0 = gc + y.i0, *q1 = q0 + W;
@@ -376,6 +528,8 @@ sp_tensor *sp_stn_scatter(sp_tape *t, const sp_tensor *vals, const sp_tensor *th
         if (axis_aligned(th, &g)) {
             axpt xs[STN_AX_MAX], ys[STN_AX_MAX];
             axis_tables(th, &g, xs, ys);
+            axrows sbuf;
+            if (axis_splat(o, W, v, xs, ow, ys, oh, &sbuf)) continue;
             for (int i = 0; i < oh; i++) {
                 const axpt y = ys[i];
                 float *d0 = o + y.i0, *d1 = d0 + W;
