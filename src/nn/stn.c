@@ -179,19 +179,27 @@ static void axis_cols(const axpt *xs, int ow, axcols *c) {
     for (int j = 0; j < ow; j++) c->w[j] = xs[j].w, c->w1[j] = xs[j].w1, c->m[j] = xs[j].m;
 }
 
-/* Gathers the source rows that the output rows read (from the lowest y0 to
- * the highest y0 + 1). Returns 0 when they exceed the buffer (then the
- * per-point loops run). */
+/* The source rows output rows ys[0..oh) read: from the lowest y0 to the
+ * highest y0 + 1. Returns their count (first one in *lo), or 0 when
+ * count x ow exceeds the separable path's buffers. */
+static int axis_row_range(const axpt *ys, int oh, int W, int ow, int *lo) {
+    int l = ys[0].i0, h = ys[0].i0;
+    for (int i = 1; i < oh; i++) {
+        l = ys[i].i0 < l ? ys[i].i0 : l;
+        h = ys[i].i0 > h ? ys[i].i0 : h;
+    }
+    l /= W, h = h / W + 1;
+    *lo = l;
+    return (long)(h - l + 1) * ow > STN_SEP_MAX ? 0 : h - l + 1;
+}
+
+/* Gathers the source rows that the output rows read (axis_row_range).
+ * Returns 0 when they exceed the buffer (then the per-point loops run). */
 static int axis_gather(const float *im, int W, const axpt *xs, int ow, const axpt *ys, int oh,
                        axrows *g) {
-    int lo = ys[0].i0, hi = ys[0].i0;
-    for (int i = 1; i < oh; i++) {
-        lo = ys[i].i0 < lo ? ys[i].i0 : lo;
-        hi = ys[i].i0 > hi ? ys[i].i0 : hi;
-    }
-    lo /= W, hi = hi / W + 1;
-    const int nr = hi - lo + 1;
-    if ((long)nr * ow > STN_SEP_MAX) return 0;
+    int lo;
+    const int nr = axis_row_range(ys, oh, W, ow, &lo);
+    if (!nr) return 0;
     for (int r = 0; r < nr; r++) {
         const float *row = im + (size_t)(lo + r) * W;
         float *a = g->A + r * ow, *b = g->Bn + r * ow;
@@ -249,14 +257,9 @@ static inline void axis_row_dtheta_sep(double *s, const axrows *g, const axcols 
  * exceed the buffer. */
 static int axis_splat(float *canvas, int W, const float *G, const axpt *xs, int ow,
                       const axpt *ys, int oh, axrows *buf) {
-    int lo = ys[0].i0, hi = ys[0].i0;
-    for (int i = 1; i < oh; i++) {
-        lo = ys[i].i0 < lo ? ys[i].i0 : lo;
-        hi = ys[i].i0 > hi ? ys[i].i0 : hi;
-    }
-    lo /= W, hi = hi / W + 1;
-    const int nr = hi - lo + 1;
-    if ((long)nr * ow > STN_SEP_MAX) return 0;
+    int lo;
+    const int nr = axis_row_range(ys, oh, W, ow, &lo);
+    if (!nr) return 0;
     float *S = buf->A;
     memset(S, 0, (size_t)nr * ow * sizeof(float));
     for (int i = 0; i < oh; i++) {
