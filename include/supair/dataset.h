@@ -4,8 +4,11 @@
  * A rank reads only its slice of each shuffled global batch: a list of row
  * indices, in any order, read with one hyperslab selection over the sorted
  * unique rows (locality, each compressed chunk decompressed once) and then
- * scattered back into the caller's order. Nothing loads a whole split. The
- * handle is not thread-safe (serial HDF5): one reader per thread. */
+ * scattered back into the caller's order. Nothing loads a whole split
+ * unless asked to (sp_dataset_preload: a scenes file stores each image as
+ * its own compressed chunk, and 128 random rows cost ~3 ms of HDF5 per
+ * step). The handle is not thread-safe (serial HDF5): one reader per
+ * thread. */
 #ifndef SUPAIR_DATASET_H
 #define SUPAIR_DATASET_H
 
@@ -47,6 +50,13 @@ int sp_dataset_read_rows_i32(sp_dataset *d, const char *name, const long *idx, l
 int sp_dataset_read_rows_i64(sp_dataset *d, const char *name, const long *idx, long n,
                              int64_t *out, long row_len, sp_error *err);
 
+/* Keeps dataset NAME in memory, in the type the readers above ask for
+ * (uint8 scenes stay uint8), when that takes at most max_bytes; later row
+ * reads copy from memory. *kept = the bytes kept (0: too large, or no memory
+ * for it: reads then stay on the file). Errors: as the readers'. */
+int sp_dataset_preload(sp_dataset *d, const char *name, size_t max_bytes, size_t *kept,
+                       sp_error *err);
+
 /* Attributes of an object ("/" for the root). Numeric attributes convert to
  * the requested type; a missing attribute is SP_EINPUT naming it. */
 int sp_dataset_attr_string(sp_dataset *d, const char *obj, const char *name, char *out,
@@ -84,6 +94,11 @@ void sp_scenes_data_close(sp_scenes_data *s);
 /* Rows of split "train", "test" or "valid" (-1 for another name, or for
  * "valid" when the file has none). */
 long sp_scenes_data_size(const sp_scenes_data *s, const char *split);
+/* Preloads a split's counts, boxes and images (in that order) within
+ * max_bytes in all; *kept = the bytes kept. A split the file lacks keeps
+ * nothing. */
+int sp_scenes_data_preload(sp_scenes_data *s, const char *split, size_t max_bytes, size_t *kept,
+                           sp_error *err);
 /* images (n,50,50) in [0,1]; counts (n); boxes (n,MAX,4); counts or boxes
  * may be NULL. */
 int sp_scenes_data_read(sp_scenes_data *s, const char *split, const long *idx, long n,

@@ -27,6 +27,10 @@ typedef struct ds_entry {
     int is_u8; /* read raw and converted by us: HDF5's conversion path costs 3x */
     int has_scale;
     double scale;
+    /* sp_dataset_preload: the whole dataset in memory as mem_type (NULL:
+     * rows come from the file). */
+    void *mem;
+    hid_t mem_type;
 } ds_entry;
 
 typedef struct row_ref {
@@ -69,7 +73,7 @@ int sp_dataset_open(sp_dataset **out, const char *path, sp_error *err) {
 
 void sp_dataset_close(sp_dataset *d) {
     if (!d) return;
-    for (int i = 0; i < d->ncache; i++) H5Dclose(d->cache[i].id);
+    for (int i = 0; i < d->ncache; i++) H5Dclose(d->cache[i].id), free(d->cache[i].mem);
     if (d->file >= 0) H5Fclose(d->file);
     free(d->refs);
     free(d->buf);
@@ -146,6 +150,7 @@ static int get_entry(sp_dataset *d, const char *name, ds_entry **out, sp_error *
     }
     if (d->ncache == DS_CACHE) { /* rarely more than a handful: evict the oldest */
         H5Dclose(d->cache[0].id);
+        free(d->cache[0].mem);
         memmove(&d->cache[0], &d->cache[1], sizeof(ds_entry) * (DS_CACHE - 1));
         d->ncache--;
     }
@@ -222,6 +227,16 @@ static int read_unique(sp_dataset *d, ds_entry *e, const long *idx, long n, hid_
     size_t esz = H5Tget_size(mem_type);
     if (grow(&d->buf, &d->buf_cap, (size_t)nu * row_len * esz))
         return sp_fail(err, SP_ERUNTIME, "%s: out of memory", d->path);
+    if (e->mem && H5Tequal(e->mem_type, mem_type) > 0) {
+        const size_t row_bytes = (size_t)row_len * esz;
+        long u = 0;
+        for (long i = 0; i < n; i++)
+            if (i == 0 || d->refs[i].row != d->refs[i - 1].row)
+                memcpy((char *)d->buf + (size_t)u++ * row_bytes,
+                       (const char *)e->mem + (size_t)d->refs[i].row * row_bytes, row_bytes);
+        *nu_out = nu;
+        return SP_OK;
+    }
 
     /* One read per run of consecutive rows. A single read of the union of
      * all runs is 10x slower: HDF5 1.10 maps an irregular selection onto
@@ -317,6 +332,34 @@ int sp_dataset_read_rows_i32(sp_dataset *d, const char *name, const long *idx, l
 int sp_dataset_read_rows_i64(sp_dataset *d, const char *name, const long *idx, long n,
                              int64_t *out, long row_len, sp_error *err) {
     return read_rows_int(d, name, idx, n, out, H5T_NATIVE_INT64, row_len, err);
+}
+
+int sp_dataset_preload(sp_dataset *d, const char *name, size_t max_bytes, size_t *kept,
+                       sp_error *err) {
+    *kept = 0;
+    ds_entry *e;
+    int rc = get_entry(d, name, &e, err);
+    if (rc) return rc;
+    /* The type the readers ask for: uint8 scenes raw, other integers as
+     * int32 (counts, labels) or int64 (offsets), the rest as float. */
+    hid_t ft = H5Dget_type(e->id);
+    const size_t fsz = H5Tget_size(ft);
+    H5Tclose(ft);
+    hid_t mt = e->is_u8 ? H5T_NATIVE_UINT8
+               : e->is_int ? (fsz <= 4 ? H5T_NATIVE_INT32 : H5T_NATIVE_INT64)
+                           : H5T_NATIVE_FLOAT;
+    const size_t bytes = (size_t)e->dims[0] * (size_t)e->row_len * H5Tget_size(mt);
+    if (e->mem) return *kept = bytes, SP_OK;
+    if (bytes > max_bytes || bytes == 0) return SP_OK;
+    void *mem = malloc(bytes);
+    if (!mem) return SP_OK; /* reading from the file still works */
+    if (H5Dread(e->id, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, mem) < 0) {
+        free(mem);
+        return sp_fail(err, SP_ERUNTIME, "%s: %s: read error", d->path, name);
+    }
+    e->mem = mem, e->mem_type = mt;
+    *kept = bytes;
+    return SP_OK;
 }
 
 /* ---- attributes ---- */
@@ -786,6 +829,22 @@ long sp_scenes_data_size(const sp_scenes_data *s, const char *split) {
     if (!strcmp(split, "test")) return s->n_test;
     if (!strcmp(split, "valid")) return s->n_valid;
     return -1;
+}
+
+int sp_scenes_data_preload(sp_scenes_data *s, const char *split, size_t max_bytes, size_t *kept,
+                           sp_error *err) {
+    *kept = 0;
+    if (sp_scenes_data_size(s, split) < 0) return SP_OK;
+    static const char *parts[] = {"counts", "boxes", "images"}; /* smallest first */
+    for (int i = 0; i < 3; i++) {
+        char name[64];
+        size_t k = 0;
+        snprintf(name, sizeof name, "/%s/%s", split, parts[i]);
+        int rc = sp_dataset_preload(s->ds, name, max_bytes - *kept, &k, err);
+        if (rc) return rc;
+        *kept += k;
+    }
+    return SP_OK;
 }
 
 int sp_scenes_data_read(sp_scenes_data *s, const char *split, const long *idx, long n,

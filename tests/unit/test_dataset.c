@@ -230,6 +230,51 @@ static void test_sprites_file(void) {
     sp_scenes_data_close(&s);
 }
 
+/* A preloaded split reads the same rows (shuffled, repeated) as the file;
+ * a budget smaller than a dataset keeps it on the file; a split the file
+ * lacks keeps nothing. */
+static void test_preload(void) {
+    sp_error e;
+    CU_ASSERT_EQUAL_FATAL(build("pre.h5", SP_SCENES_OBJECTS, SP_NOISE_NONE, 3, 90, 20, &e), SP_OK);
+    char p[512];
+    path_of(p, sizeof p, "pre.h5");
+    sp_scenes_data f, m, small;
+    CU_ASSERT_EQUAL_FATAL(sp_scenes_data_open(&f, p, &e), SP_OK);
+    CU_ASSERT_EQUAL_FATAL(sp_scenes_data_open(&m, p, &e), SP_OK);
+    CU_ASSERT_EQUAL_FATAL(sp_scenes_data_open(&small, p, &e), SP_OK);
+    size_t kept = 0;
+    CU_ASSERT_EQUAL(sp_scenes_data_preload(&m, "train", 64u << 20, &kept, &e), SP_OK);
+    /* uint8 images, int32 counts, float boxes (2 objects x 4) */
+    CU_ASSERT_EQUAL(kept, (size_t)90 * (SP_SCENE_PIXELS + 4 + 8 * 4));
+    CU_ASSERT_EQUAL(sp_scenes_data_preload(&m, "valid", 64u << 20, &kept, &e), SP_OK);
+    CU_ASSERT_EQUAL(kept, 0);
+    /* room for counts and boxes, not the images */
+    CU_ASSERT_EQUAL(sp_scenes_data_preload(&small, "train", 90 * 40, &kept, &e), SP_OK);
+    CU_ASSERT_EQUAL(kept, (size_t)90 * (4 + 8 * 4));
+    enum { B = 33 };
+    long idx[B];
+    for (int i = 0; i < B; i++) idx[i] = (i * 37L + 5) % 90;
+    idx[3] = idx[20], idx[B - 1] = 89, idx[0] = 0;
+    static float want[B * SP_SCENE_PIXELS], got[B * SP_SCENE_PIXELS], got2[B * SP_SCENE_PIXELS];
+    int32_t wc[B], gc[B], gc2[B];
+    float wb[B * 8], gb[B * 8], gb2[B * 8];
+    CU_ASSERT_EQUAL_FATAL(sp_scenes_data_read(&f, "train", idx, B, want, wc, wb, &e), SP_OK);
+    CU_ASSERT_EQUAL_FATAL(sp_scenes_data_read(&m, "train", idx, B, got, gc, gb, &e), SP_OK);
+    CU_ASSERT_EQUAL_FATAL(sp_scenes_data_read(&small, "train", idx, B, got2, gc2, gb2, &e), SP_OK);
+    CU_ASSERT_EQUAL(memcmp(want, got, sizeof want), 0);
+    CU_ASSERT_EQUAL(memcmp(wc, gc, sizeof wc), 0);
+    CU_ASSERT_EQUAL(memcmp(wb, gb, sizeof wb), 0);
+    CU_ASSERT_EQUAL(memcmp(want, got2, sizeof want), 0);
+    CU_ASSERT_EQUAL(memcmp(wc, gc2, sizeof wc), 0);
+    CU_ASSERT_EQUAL(memcmp(wb, gb2, sizeof wb), 0);
+    /* out-of-range rows are still refused from memory */
+    long bad = 90;
+    CU_ASSERT_EQUAL(sp_scenes_data_read(&m, "train", &bad, 1, got, NULL, NULL, &e), SP_EINPUT);
+    sp_scenes_data_close(&f);
+    sp_scenes_data_close(&m);
+    sp_scenes_data_close(&small);
+}
+
 static void test_fingerprint_and_determinism(void) {
     sp_error e;
     CU_ASSERT_EQUAL_FATAL(build("a.h5", SP_SCENES_OBJECTS, SP_NOISE_NONE, 1, 100, 30, &e), SP_OK);
@@ -461,6 +506,7 @@ int main(void) {
     static const sp_test_case cases[] = {
         {"build, read shuffled rows = generator", test_build_and_read},
         {"sprites file", test_sprites_file},
+        {"preloaded splits read as the file", test_preload},
         {"same seed same bytes; fingerprint", test_fingerprint_and_determinism},
         {"inspect prints schema and histogram", test_inspect},
         {"build errors leave no files", test_build_errors},
