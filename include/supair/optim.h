@@ -50,11 +50,19 @@ void sp_adam_step(sp_params *p, sp_adam *a, float lr);
  * parameters streams ~90 MB). */
 void sp_adam_step_zero_grad(sp_params *p, sp_adam *a, float lr);
 
+/* sp_adam_step_zero_grad on the gradient gscale * p->grad, each product
+ * rounded as a separate `grad *= gscale` pass would round it (so the result
+ * is that pass's, bit for bit): the trainer averages the reduced gradient
+ * sums here instead of in a pass of its own. */
+void sp_adam_step_zero_grad_scaled(sp_params *p, sp_adam *a, float lr, float gscale);
+
 /* ---- gradient utilities ---- */
 
 /* sqrt(sum g^2) over the whole gradient buffer, accumulated in double in a
  * fixed order (independent of the thread count). Inf/NaN when any g is. */
 double sp_grad_global_norm(const sp_params *p);
+/* The same of gscale * grad (each product rounded to float first). */
+double sp_grad_global_norm_scaled(const sp_params *p, float gscale);
 
 /* Rescales the gradient to global norm max_norm when it is larger (as
  * PyTorch's clip_grad_norm_: factor max_norm / (norm + 1e-6)). Returns the

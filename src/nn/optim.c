@@ -36,14 +36,16 @@ void sp_adam_init(sp_adam *a, sp_adam_form form, float lr) {
  * agree bit for bit. Explicit: the compiler keeps sqrtf scalar (errno). */
 static void adam_range(float *restrict val, float *restrict m, float *restrict v,
                        float *restrict g, long lo, long hi, float b1, float b2, float ob1,
-                       float ob2, float step, float vscale, float eps, int zero) {
+                       float ob2, float step, float vscale, float eps, float gscale, int zero) {
     long i = lo;
 #if defined(__AVX2__)
     const __m256 B1 = _mm256_set1_ps(b1), B2 = _mm256_set1_ps(b2), OB1 = _mm256_set1_ps(ob1),
                  OB2 = _mm256_set1_ps(ob2), ST = _mm256_set1_ps(step),
-                 VS = _mm256_set1_ps(vscale), EPS = _mm256_set1_ps(eps);
+                 VS = _mm256_set1_ps(vscale), EPS = _mm256_set1_ps(eps),
+                 GS = _mm256_set1_ps(gscale);
     for (; i + 8 <= hi; i += 8) {
         __m256 gi = _mm256_loadu_ps(g + i);
+        if (gscale != 1.0f) gi = _mm256_mul_ps(gi, GS);
         __m256 mi = _mm256_add_ps(_mm256_mul_ps(B1, _mm256_loadu_ps(m + i)), _mm256_mul_ps(OB1, gi));
         __m256 vi = _mm256_add_ps(_mm256_mul_ps(B2, _mm256_loadu_ps(v + i)),
                                   _mm256_mul_ps(_mm256_mul_ps(OB2, gi), gi));
@@ -56,7 +58,7 @@ static void adam_range(float *restrict val, float *restrict m, float *restrict v
     }
 #endif
     for (; i < hi; i++) {
-        float gi = g[i];
+        float gi = gscale != 1.0f ? g[i] * gscale : g[i];
         float mi = b1 * m[i] + ob1 * gi;
         float vi = b2 * v[i] + ob2 * gi * gi;
         m[i] = mi;
@@ -66,7 +68,7 @@ static void adam_range(float *restrict val, float *restrict m, float *restrict v
     }
 }
 
-static void adam_step(sp_params *p, sp_adam *a, float lr, int zero) {
+static void adam_step(sp_params *p, sp_adam *a, float lr, float gscale, int zero) {
     if (lr < 0) lr = a->lr;
     a->t++;
     /* Bias corrections in double: b2^t for t of a few thousand loses digits in float. */
@@ -88,14 +90,17 @@ static void adam_step(sp_params *p, sp_adam *a, float lr, int zero) {
     for (long c = 0; c < nchunks; c++) {
         long lo = c * ADAM_CHUNK, hi = lo + ADAM_CHUNK < n ? lo + ADAM_CHUNK : n;
         adam_range(p->val, p->adam_m, p->adam_v, p->grad, lo, hi, b1, b2, ob1, ob2, step, vscale,
-                   eps, zero);
+                   eps, gscale, zero);
     }
 }
 
-void sp_adam_step(sp_params *p, sp_adam *a, float lr) { adam_step(p, a, lr, 0); }
-void sp_adam_step_zero_grad(sp_params *p, sp_adam *a, float lr) { adam_step(p, a, lr, 1); }
+void sp_adam_step(sp_params *p, sp_adam *a, float lr) { adam_step(p, a, lr, 1.0f, 0); }
+void sp_adam_step_zero_grad(sp_params *p, sp_adam *a, float lr) { adam_step(p, a, lr, 1.0f, 1); }
+void sp_adam_step_zero_grad_scaled(sp_params *p, sp_adam *a, float lr, float gscale) {
+    adam_step(p, a, lr, gscale, 1);
+}
 
-static double sum_squares(const float *x, long n) {
+static double sum_squares(const float *x, long n, float scale) {
     double part[SP_OPTIM_CHUNKS];
     long chunk = (n + SP_OPTIM_CHUNKS - 1) / SP_OPTIM_CHUNKS;
 #pragma omp parallel for schedule(static) if (n >= SP_OPTIM_PAR_MIN)
@@ -104,8 +109,16 @@ static double sum_squares(const float *x, long n) {
         double s = 0.0;
         /* Vector partial sums: a fixed order for a given build, whatever the
          * thread count (chunks are fixed, each summed by one thread). */
+        if (scale == 1.0f) {
 #pragma omp simd reduction(+ : s)
-        for (long i = lo; i < hi; i++) s += (double)x[i] * x[i];
+            for (long i = lo; i < hi; i++) s += (double)x[i] * x[i];
+        } else {
+#pragma omp simd reduction(+ : s)
+            for (long i = lo; i < hi; i++) {
+                const double y = x[i] * scale; /* the float product, as a scaled buffer holds */
+                s += y * y;
+            }
+        }
         part[c] = s;
     }
     double s = 0.0;
@@ -113,7 +126,10 @@ static double sum_squares(const float *x, long n) {
     return s;
 }
 
-double sp_grad_global_norm(const sp_params *p) { return sqrt(sum_squares(p->grad, p->total)); }
+double sp_grad_global_norm(const sp_params *p) { return sqrt(sum_squares(p->grad, p->total, 1.0f)); }
+double sp_grad_global_norm_scaled(const sp_params *p, float gscale) {
+    return sqrt(sum_squares(p->grad, p->total, gscale));
+}
 
 void sp_grad_scale(sp_params *p, float s) {
     float *restrict g = p->grad;

@@ -793,7 +793,10 @@ static int train_step(trainer *T, double *terms, double *loss_out, double *gnorm
         if (ov.rc) arc = ov.rc, e2 = ov.err;
     }
     double t1 = sp_time_now();
-    if (!arc) arc = sp_dist_allreduce_wait(T->dist, 1.0f / (float)T->global_b, &e2);
+    /* The reduced sums are averaged (times gscale) inside the passes that
+     * read them next, the norm and Adam, not in a pass of their own. */
+    float gscale = 1.0f / (float)T->global_b;
+    if (!arc) arc = sp_dist_allreduce_wait(T->dist, 1.0f, &e2);
     if (arc) {
         *err = e2;
         return arc; /* MPI failed: no agreement possible any more */
@@ -808,16 +811,20 @@ static int train_step(trainer *T, double *terms, double *loss_out, double *gnorm
     /* The reduced gradient is identical on every rank: so is this decision. */
     /* One pass for both: the norm (squares summed in double, which cannot
      * overflow for finite floats) is finite exactly when every entry is. */
-    *gnorm = sp_grad_global_norm(&T->params);
+    *gnorm = sp_grad_global_norm_scaled(&T->params, gscale);
     *applied = isfinite(*loss_out) && isfinite(*gnorm);
     if (*applied) {
         double cn = sp_config_float(T->cfg, "clip_norm"), cv = sp_config_float(T->cfg, "clip_value");
+        if (cn > 0 || cv > 0) { /* clipping works on the averaged gradient */
+            sp_grad_scale(&T->params, gscale);
+            gscale = 1.0f;
+        }
         if (cn > 0) sp_clip_global_norm(&T->params, cn);
         if (cv > 0) sp_clip_elementwise(&T->params, (float)cv);
         double lr = vt->lr_at ? vt->lr_at(T->model, T->cfg, T->step,
                                           T->epoch + (double)T->epoch_pos / T->steps_per_epoch)
                               : sp_config_float(T->cfg, "lr");
-        sp_adam_step_zero_grad(&T->params, &T->adam, (float)lr);
+        sp_adam_step_zero_grad_scaled(&T->params, &T->adam, (float)lr, gscale);
         T->grad_clean = 1;
         T->last_lr = lr;
     }

@@ -150,6 +150,43 @@ static void test_adam_zero_grad_variant(void) {
     sp_params_free(&p2);
 }
 
+static void test_adam_scaled_variant(void) {
+    /* The trainer's fused average: sp_adam_step_zero_grad_scaled(g, s) and
+     * sp_grad_global_norm_scaled bit for bit sp_grad_scale(s) followed by
+     * the unscaled calls, over a vector body, a scalar tail and several
+     * chunks (40,003 parameters, gradient sums of a 256 batch). */
+    sp_error err = {0};
+    sp_params p1, p2;
+    sp_params_init(&p1);
+    sp_params_init(&p2);
+    CU_ASSERT_EQUAL_FATAL(sp_params_add(&p1, "w", 1, (int[]){40003}, &err), 0);
+    CU_ASSERT_EQUAL_FATAL(sp_params_add(&p2, "w", 1, (int[]){40003}, &err), 0);
+    CU_ASSERT_EQUAL_FATAL(sp_params_finalize(&p1, &err), SP_OK);
+    CU_ASSERT_EQUAL_FATAL(sp_params_finalize(&p2, &err), SP_OK);
+    const long n = p1.total;
+    sp_gc_fill_uniform(p1.val, n, -1.0f, 1.0f, 12);
+    memcpy(p2.val, p1.val, sizeof(float) * n);
+    sp_adam a1, a2;
+    sp_adam_init(&a1, SP_ADAM_PYTORCH, 1e-3f);
+    sp_adam_init(&a2, SP_ADAM_PYTORCH, 1e-3f);
+    const float s = 1.0f / 256.0f * 3.0f; /* not a power of two: products round */
+    for (int t = 0; t < 3; t++) {
+        sp_gc_fill_uniform(p1.grad, n, -40.0f, 40.0f, 30 + t);
+        memcpy(p2.grad, p1.grad, sizeof(float) * n);
+        sp_grad_scale(&p1, s);
+        const double n1 = sp_grad_global_norm(&p1), n2 = sp_grad_global_norm_scaled(&p2, s);
+        CU_ASSERT_EQUAL(memcmp(&n1, &n2, sizeof n1), 0);
+        sp_adam_step_zero_grad(&p1, &a1, -1);
+        sp_adam_step_zero_grad_scaled(&p2, &a2, -1, s);
+    }
+    CU_ASSERT_EQUAL(memcmp(p1.val, p2.val, (size_t)n * sizeof(float)), 0);
+    CU_ASSERT_EQUAL(memcmp(p1.adam_m, p2.adam_m, (size_t)n * sizeof(float)), 0);
+    CU_ASSERT_EQUAL(memcmp(p1.adam_v, p2.adam_v, (size_t)n * sizeof(float)), 0);
+    for (long i = 0; i < n; i++) CU_ASSERT_EQUAL(p2.grad[i], 0.0f);
+    sp_params_free(&p1);
+    sp_params_free(&p2);
+}
+
 static void test_adam_vector_matches_scalar(void) {
     /* A large parameter set (vector body, scalar tail, several chunks and a
      * thread team): both Adam forms bit for bit against the update written
@@ -316,6 +353,7 @@ static const sp_test_case cases[] = {
     {"adam_lasagne_reference", test_adam_lasagne_reference},
     {"forms_differ_only_by_eps", test_forms_differ_only_by_eps},
     {"adam_zero_grad_variant", test_adam_zero_grad_variant},
+    {"adam_scaled_variant", test_adam_scaled_variant},
     {"adam_vector_matches_scalar", test_adam_vector_matches_scalar},
     {"global_norm_and_clip", test_global_norm_and_clip},
     {"norm_large_and_deterministic", test_norm_large_and_deterministic},
