@@ -123,8 +123,9 @@ int sp_dist_max_int64(sp_dist *d, int64_t *vals, int n, sp_error *err);
  * checkpoint checksum uses the same function. */
 #define SP_FNV_OFFSET 0xcbf29ce484222325ULL
 uint64_t sp_fnv1a64(uint64_t h, const void *data, size_t bytes);
-/* FNV-1a over p->val, then p->adam_m and p->adam_v when with_adam
- * (whole buffers, padding included). */
+/* A 64-bit hash of p->val, then p->adam_m and p->adam_v when with_adam
+ * (whole buffers, padding included): four FNV-1a lanes over 32-bit words,
+ * then FNV-1a of the lanes. For comparing replicas, not stored in files. */
 uint64_t sp_params_checksum(const sp_params *p, int with_adam);
 
 /* Collective: compares the checksum of p across ranks. On mismatch every rank
