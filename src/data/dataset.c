@@ -840,7 +840,8 @@ int sp_scenes_data_preload(sp_scenes_data *s, const char *split, size_t max_byte
         char name[64];
         size_t k = 0;
         snprintf(name, sizeof name, "/%s/%s", split, parts[i]);
-        int rc = sp_dataset_preload(s->ds, name, max_bytes - *kept, &k, err);
+        int rc = sp_dataset_preload(s->ds, name, *kept < max_bytes ? max_bytes - *kept : 0, &k,
+                                    err);
         if (rc) return rc;
         *kept += k;
     }

@@ -557,13 +557,14 @@ static int build(trainer *T, const char *data_path, sp_error *err) {
         T->steps_per_epoch = sp_steps_per_epoch(T->n_train, T->global_b);
         /* Each scene is its own compressed chunk in the file: a rank's 128
          * random rows take ~3 ms of HDF5 per step (more when both cores
-         * are busy), from memory ~0.1 ms. */
+         * are busy), from memory ~0.3 ms. */
         const size_t budget = (size_t)sp_config_int(T->cfg, "data_preload_mb") << 20;
         const char *es = sp_config_str(T->cfg, "eval_split");
         size_t kept = 0, kept_eval = 0;
         if ((rc = sp_scenes_data_preload(&T->data, "train", budget, &kept, err))) return rc;
         if (strcmp(es, "train") &&
-            (rc = sp_scenes_data_preload(&T->data, es, budget - kept, &kept_eval, err)))
+            (rc = sp_scenes_data_preload(&T->data, es, kept < budget ? budget - kept : 0,
+                                         &kept_eval, err)))
             return rc;
         sp_debug("%s: %.0f MB of train and %.0f MB of %s in memory (data_preload_mb %lld)",
                  data_path, kept / 1048576.0, kept_eval / 1048576.0, es,
