@@ -536,8 +536,10 @@ static void trainer_free(trainer *T) {
 }
 
 /* Opens the data, builds the model and its parameters (rank 0's values
- * broadcast: every replica starts identical). */
-static int build(trainer *T, const char *data_path, sp_error *err) {
+ * broadcast: every replica starts identical). preload: training, which reads
+ * random rows every step (evaluation reads a split in order and does not
+ * need it). */
+static int build(trainer *T, const char *data_path, int preload, sp_error *err) {
     T->streams = T->vt->layout == SP_DATA_STREAMS;
     int rc = T->streams ? sp_streams_open(&T->sdata, data_path, err)
                         : sp_scenes_data_open(&T->data, data_path, err);
@@ -555,6 +557,11 @@ static int build(trainer *T, const char *data_path, sp_error *err) {
     } else {
         T->n_train = sp_scenes_data_size(&T->data, "train");
         T->steps_per_epoch = sp_steps_per_epoch(T->n_train, T->global_b);
+    }
+    if (T->steps_per_epoch < 1)
+        return sp_fail(err, SP_EINPUT, "%s: %lld training rows, fewer than one batch of %d",
+                       data_path, (long long)T->n_train, T->global_b);
+    if (!T->streams && preload) {
         /* Each scene is its own compressed chunk in the file: a rank's 128
          * random rows take ~3 ms of HDF5 per step (more when both cores
          * are busy), from memory ~0.3 ms. */
@@ -570,9 +577,6 @@ static int build(trainer *T, const char *data_path, sp_error *err) {
                  data_path, kept / 1048576.0, kept_eval / 1048576.0, es,
                  (long long)sp_config_int(T->cfg, "data_preload_mb"));
     }
-    if (T->steps_per_epoch < 1)
-        return sp_fail(err, SP_EINPUT, "%s: %lld training rows, fewer than one batch of %d",
-                       data_path, (long long)T->n_train, T->global_b);
     if ((rc = alloc_buffers(T, err))) return rc;
     sp_params_init(&T->params);
     if ((rc = T->vt->create(&T->model, T->cfg, &T->params, err))) return rc;
@@ -881,7 +885,7 @@ int sp_train_run(const sp_train_opts *o, sp_dist *dist, sp_error *err) {
     int rc = find_resume(T, o->run_dir, &resume, &resuming, err);
     if (!rc) rc = agree(T, resolve_config(T, o, &resume, resuming, err), err);
     sp_ckpt_meta_free(&resume);
-    if (!rc) rc = agree(T, build(T, o->data, err), err);
+    if (!rc) rc = agree(T, build(T, o->data, 1, err), err);
     uint64_t fp = 0;
     if (!rc) rc = agree(T, sp_dataset_fingerprint(data_handle(T), &fp, err), err);
     if (!rc) rc = sp_dist_check_agreement(dist, T->cfg_text, fp, err);
@@ -1178,7 +1182,7 @@ int sp_eval_run(const sp_eval_opts *o, sp_dist *dist, sp_error *err) {
     char data_buf[4200];
     if (!rc) {
         snprintf(data_buf, sizeof data_buf, "%s", data);
-        rc = build(T, data_buf, err);
+        rc = build(T, data_buf, 0, err);
     }
     rc = agree(T, rc, err);
     if (!rc && T->rank == 0) {
