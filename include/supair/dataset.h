@@ -56,6 +56,12 @@ int sp_dataset_read_rows_i64(sp_dataset *d, const char *name, const long *idx, l
  * for it: reads then stay on the file). Errors: as the readers'. */
 int sp_dataset_preload(sp_dataset *d, const char *name, size_t max_bytes, size_t *kept,
                        sp_error *err);
+/* The bytes such a copy of NAME takes. */
+int sp_dataset_preload_bytes(sp_dataset *d, const char *name, size_t *bytes, sp_error *err);
+/* Uses buf (sp_dataset_preload_bytes of NAME, owned by the caller, alive
+ * while d is open) as NAME's in-memory copy; fill: read it from the file
+ * first (fill = 0: another process sharing buf has filled it). */
+int sp_dataset_attach(sp_dataset *d, const char *name, void *buf, int fill, sp_error *err);
 
 /* Attributes of an object ("/" for the root). Numeric attributes convert to
  * the requested type; a missing attribute is SP_EINPUT naming it. */
@@ -99,6 +105,12 @@ long sp_scenes_data_size(const sp_scenes_data *s, const char *split);
  * nothing. */
 int sp_scenes_data_preload(sp_scenes_data *s, const char *split, size_t max_bytes, size_t *kept,
                            sp_error *err);
+/* The same into one caller-owned block (e.g. node-shared memory): its size
+ * (0 for a split the file lacks), then attach (fill as sp_dataset_attach). */
+int sp_scenes_data_preload_bytes(sp_scenes_data *s, const char *split, size_t *bytes,
+                                 sp_error *err);
+int sp_scenes_data_attach(sp_scenes_data *s, const char *split, void *block, int fill,
+                          sp_error *err);
 /* images (n,50,50) in [0,1]; counts (n); boxes (n,MAX,4); counts or boxes
  * may be NULL. */
 int sp_scenes_data_read(sp_scenes_data *s, const char *split, const long *idx, long n,

@@ -31,6 +31,7 @@ typedef struct ds_entry {
      * rows come from the file). */
     void *mem;
     hid_t mem_type;
+    int mem_owned; /* 1: malloc'ed here (sp_dataset_preload); 0: the caller's */
 } ds_entry;
 
 typedef struct row_ref {
@@ -73,7 +74,10 @@ int sp_dataset_open(sp_dataset **out, const char *path, sp_error *err) {
 
 void sp_dataset_close(sp_dataset *d) {
     if (!d) return;
-    for (int i = 0; i < d->ncache; i++) H5Dclose(d->cache[i].id), free(d->cache[i].mem);
+    for (int i = 0; i < d->ncache; i++) {
+        H5Dclose(d->cache[i].id);
+        if (d->cache[i].mem_owned) free(d->cache[i].mem);
+    }
     if (d->file >= 0) H5Fclose(d->file);
     free(d->refs);
     free(d->buf);
@@ -150,7 +154,7 @@ static int get_entry(sp_dataset *d, const char *name, ds_entry **out, sp_error *
     }
     if (d->ncache == DS_CACHE) { /* rarely more than a handful: evict the oldest */
         H5Dclose(d->cache[0].id);
-        free(d->cache[0].mem);
+        if (d->cache[0].mem_owned) free(d->cache[0].mem);
         memmove(&d->cache[0], &d->cache[1], sizeof(ds_entry) * (DS_CACHE - 1));
         d->ncache--;
     }
@@ -334,30 +338,55 @@ int sp_dataset_read_rows_i64(sp_dataset *d, const char *name, const long *idx, l
     return read_rows_int(d, name, idx, n, out, H5T_NATIVE_INT64, row_len, err);
 }
 
-int sp_dataset_preload(sp_dataset *d, const char *name, size_t max_bytes, size_t *kept,
-                       sp_error *err) {
-    *kept = 0;
-    ds_entry *e;
-    int rc = get_entry(d, name, &e, err);
-    if (rc) return rc;
-    /* The type the readers ask for: uint8 scenes raw, other integers as
-     * int32 (counts, labels) or int64 (offsets), the rest as float. */
+/* The type the readers ask for: uint8 scenes raw, other integers as int32
+ * (counts, labels) or int64 (offsets), the rest as float. */
+static hid_t preload_type(const ds_entry *e) {
     hid_t ft = H5Dget_type(e->id);
     const size_t fsz = H5Tget_size(ft);
     H5Tclose(ft);
-    hid_t mt = e->is_u8 ? H5T_NATIVE_UINT8
-               : e->is_int ? (fsz <= 4 ? H5T_NATIVE_INT32 : H5T_NATIVE_INT64)
-                           : H5T_NATIVE_FLOAT;
-    const size_t bytes = (size_t)e->dims[0] * (size_t)e->row_len * H5Tget_size(mt);
+    return e->is_u8 ? H5T_NATIVE_UINT8
+           : e->is_int ? (fsz <= 4 ? H5T_NATIVE_INT32 : H5T_NATIVE_INT64)
+                       : H5T_NATIVE_FLOAT;
+}
+
+int sp_dataset_preload_bytes(sp_dataset *d, const char *name, size_t *bytes, sp_error *err) {
+    *bytes = 0;
+    ds_entry *e;
+    int rc = get_entry(d, name, &e, err);
+    if (rc) return rc;
+    *bytes = (size_t)e->dims[0] * (size_t)e->row_len * H5Tget_size(preload_type(e));
+    return SP_OK;
+}
+
+int sp_dataset_attach(sp_dataset *d, const char *name, void *buf, int fill, sp_error *err) {
+    ds_entry *e;
+    int rc = get_entry(d, name, &e, err);
+    if (rc) return rc;
+    const hid_t mt = preload_type(e);
+    if (fill && H5Dread(e->id, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0)
+        return sp_fail(err, SP_ERUNTIME, "%s: %s: read error", d->path, name);
+    if (e->mem_owned) free(e->mem);
+    e->mem = buf, e->mem_type = mt, e->mem_owned = 0;
+    return SP_OK;
+}
+
+int sp_dataset_preload(sp_dataset *d, const char *name, size_t max_bytes, size_t *kept,
+                       sp_error *err) {
+    *kept = 0;
+    size_t bytes;
+    int rc = sp_dataset_preload_bytes(d, name, &bytes, err);
+    if (rc) return rc;
+    ds_entry *e;
+    get_entry(d, name, &e, err); /* found: preload_bytes opened it */
     if (e->mem) return *kept = bytes, SP_OK;
     if (bytes > max_bytes || bytes == 0) return SP_OK;
     void *mem = malloc(bytes);
     if (!mem) return SP_OK; /* reading from the file still works */
-    if (H5Dread(e->id, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, mem) < 0) {
+    if ((rc = sp_dataset_attach(d, name, mem, 1, err))) {
         free(mem);
-        return sp_fail(err, SP_ERUNTIME, "%s: %s: read error", d->path, name);
+        return rc;
     }
-    e->mem = mem, e->mem_type = mt;
+    e->mem_owned = 1;
     *kept = bytes;
     return SP_OK;
 }
@@ -831,21 +860,60 @@ long sp_scenes_data_size(const sp_scenes_data *s, const char *split) {
     return -1;
 }
 
+static const char *const SCENE_PARTS[3] = {"counts", "boxes", "images"}; /* smallest first */
+
 int sp_scenes_data_preload(sp_scenes_data *s, const char *split, size_t max_bytes, size_t *kept,
                            sp_error *err) {
     *kept = 0;
     if (sp_scenes_data_size(s, split) < 0) return SP_OK;
-    static const char *parts[] = {"counts", "boxes", "images"}; /* smallest first */
     for (int i = 0; i < 3; i++) {
         char name[64];
         size_t k = 0;
-        snprintf(name, sizeof name, "/%s/%s", split, parts[i]);
+        snprintf(name, sizeof name, "/%s/%s", split, SCENE_PARTS[i]);
         int rc = sp_dataset_preload(s->ds, name, *kept < max_bytes ? max_bytes - *kept : 0, &k,
                                     err);
         if (rc) return rc;
         *kept += k;
     }
     return SP_OK;
+}
+
+/* A split's three arrays laid out one after another in a block, each at a
+ * 64-byte boundary: their offsets, and the block's size in *total. */
+static int scenes_layout(sp_scenes_data *s, const char *split, size_t off[3], size_t *total,
+                         sp_error *err) {
+    *total = 0;
+    for (int i = 0; i < 3; i++) {
+        char name[64];
+        size_t b;
+        snprintf(name, sizeof name, "/%s/%s", split, SCENE_PARTS[i]);
+        int rc = sp_dataset_preload_bytes(s->ds, name, &b, err);
+        if (rc) return rc;
+        off[i] = *total;
+        *total += (b + 63) / 64 * 64;
+    }
+    return SP_OK;
+}
+
+int sp_scenes_data_preload_bytes(sp_scenes_data *s, const char *split, size_t *bytes,
+                                 sp_error *err) {
+    size_t off[3];
+    *bytes = 0;
+    if (sp_scenes_data_size(s, split) < 0) return SP_OK;
+    return scenes_layout(s, split, off, bytes, err);
+}
+
+int sp_scenes_data_attach(sp_scenes_data *s, const char *split, void *block, int fill,
+                          sp_error *err) {
+    size_t off[3], total;
+    if (sp_scenes_data_size(s, split) < 0) return SP_OK;
+    int rc = scenes_layout(s, split, off, &total, err);
+    for (int i = 0; i < 3 && !rc; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "/%s/%s", split, SCENE_PARTS[i]);
+        rc = sp_dataset_attach(s->ds, name, (char *)block + off[i], fill, err);
+    }
+    return rc;
 }
 
 int sp_scenes_data_read(sp_scenes_data *s, const char *split, const long *idx, long n,

@@ -83,6 +83,72 @@ void sp_dist_free(sp_dist *d) {
     free(d);
 }
 
+struct sp_dist_shm {
+    MPI_Comm node;
+    MPI_Win win;
+    int locked;
+};
+
+int sp_dist_node_alloc(sp_dist *d, size_t bytes, sp_dist_shm **out, void **ptr, int *leader,
+                       sp_error *err) {
+    *out = NULL, *ptr = NULL, *leader = 0;
+    sp_dist_shm *s = calloc(1, sizeof *s);
+    if (!s) return sp_fail(err, SP_ERUNTIME, "out of memory for a shared-memory window");
+    s->node = MPI_COMM_NULL, s->win = MPI_WIN_NULL;
+    int rc = MPI_Comm_split_type(d->comm, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &s->node);
+    if (rc != MPI_SUCCESS) {
+        free(s);
+        return sp_dist_mpi_fail(err, rc, "Comm_split_type(shared)");
+    }
+    int nr;
+    MPI_Comm_rank(s->node, &nr);
+    *leader = nr == 0;
+    /* Only the leader's part has bytes: the block is one contiguous copy. */
+    void *base = NULL;
+    rc = MPI_Win_allocate_shared(*leader ? (MPI_Aint)bytes : 0, 1, MPI_INFO_NULL, s->node, &base,
+                                 &s->win);
+    if (rc != MPI_SUCCESS) {
+        MPI_Comm_free(&s->node);
+        free(s);
+        return sp_dist_mpi_fail(err, rc, "Win_allocate_shared(node data)");
+    }
+    MPI_Win_set_errhandler(s->win, MPI_ERRORS_RETURN); /* errors come back as codes */
+    MPI_Aint size;
+    int unit;
+    rc = MPI_Win_shared_query(s->win, 0, &size, &unit, ptr);
+    if (rc == MPI_SUCCESS) rc = MPI_Win_lock_all(MPI_MODE_NOCHECK, s->win);
+    s->locked = rc == MPI_SUCCESS;
+    if (rc != MPI_SUCCESS) {
+        sp_dist_node_free(s);
+        return sp_dist_mpi_fail(err, rc, "Win_shared_query(node data)");
+    }
+    *out = s;
+    return SP_OK;
+}
+
+int sp_dist_node_publish(sp_dist_shm *s, sp_error *err) {
+    /* The leader's stores, then the barrier, then every rank's view
+     * refreshed: the shared-window pattern of the MPI-3 memory model. */
+    MPI_Win_sync(s->win);
+    int rc = MPI_Barrier(s->node);
+    MPI_Win_sync(s->win);
+    return rc == MPI_SUCCESS ? SP_OK : sp_dist_mpi_fail(err, rc, "Barrier(node data)");
+}
+
+void sp_dist_node_free(sp_dist_shm *s) {
+    if (!s) return;
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) {
+        if (s->win != MPI_WIN_NULL) {
+            if (s->locked) MPI_Win_unlock_all(s->win);
+            MPI_Win_free(&s->win);
+        }
+        if (s->node != MPI_COMM_NULL) MPI_Comm_free(&s->node);
+    }
+    free(s);
+}
+
 void sp_dist_finalize(sp_dist *world) {
     sp_dist_free(world);
     int finalized = 0;

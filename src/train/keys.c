@@ -5,9 +5,9 @@
 
 const sp_cfg_key sp_train_keys[] = {
     {"data", SP_CFG_STRING, "", "training data file (set from --data; eval's default)", 0, 0, NULL, 0},
-    {"data_preload_mb", SP_CFG_INT, "512",
-     "scenes: per rank, hold the train and eval splits in memory up to this many MB (0: read "
-     "every batch from the file)", 0, 1e6, NULL, 0},
+    {"data_preload_mb", SP_CFG_INT, "1024",
+     "scenes: hold the train and eval splits in memory, one copy per node shared by its ranks, "
+     "up to this many MB (0: read every batch from the file)", 0, 1e7, NULL, 0},
     {"batch_size", SP_CFG_INT, "256",
      "GLOBAL batch: split evenly across ranks (must divide by the rank count)", 1, 1e9, NULL, 0},
     {"lr", SP_CFG_FLOAT, "0.001", "Adam learning rate (models may schedule it)", 0, 10, NULL, 0},

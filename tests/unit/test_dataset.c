@@ -270,6 +270,38 @@ static void test_preload(void) {
     /* out-of-range rows are still refused from memory */
     long bad = 90;
     CU_ASSERT_EQUAL(sp_scenes_data_read(&m, "train", &bad, 1, got, NULL, NULL, &e), SP_EINPUT);
+
+    /* One block shared by two handles (as a node's ranks share it): the
+     * first fills it, the second only maps it; the second reads from the
+     * block, not the file (shown by poisoning one image in the block). */
+    sp_scenes_data a, b;
+    CU_ASSERT_EQUAL_FATAL(sp_scenes_data_open(&a, p, &e), SP_OK);
+    CU_ASSERT_EQUAL_FATAL(sp_scenes_data_open(&b, p, &e), SP_OK);
+    size_t bytes = 0, none = 1;
+    CU_ASSERT_EQUAL(sp_scenes_data_preload_bytes(&a, "train", &bytes, &e), SP_OK);
+    CU_ASSERT(bytes >= (size_t)90 * (SP_SCENE_PIXELS + 4 + 8 * 4) && bytes % 64 == 0);
+    CU_ASSERT_EQUAL(sp_scenes_data_preload_bytes(&a, "valid", &none, &e), SP_OK);
+    CU_ASSERT_EQUAL(none, 0);
+    unsigned char *block = aligned_alloc(64, bytes);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(block);
+    memset(block, 0xAB, bytes);
+    CU_ASSERT_EQUAL(sp_scenes_data_attach(&a, "train", block, 1, &e), SP_OK);
+    CU_ASSERT_EQUAL(sp_scenes_data_attach(&b, "train", block, 0, &e), SP_OK);
+    CU_ASSERT_EQUAL_FATAL(sp_scenes_data_read(&b, "train", idx, B, got, gc, gb, &e), SP_OK);
+    CU_ASSERT_EQUAL(memcmp(want, got, sizeof want), 0);
+    CU_ASSERT_EQUAL(memcmp(wc, gc, sizeof wc), 0);
+    CU_ASSERT_EQUAL(memcmp(wb, gb, sizeof wb), 0);
+    /* images are the last part of the block: row 89's pixels there to 255 */
+    memset(block + bytes - (bytes - (size_t)90 * SP_SCENE_PIXELS) % 64 - SP_SCENE_PIXELS, 255,
+           SP_SCENE_PIXELS);
+    long last = 89;
+    CU_ASSERT_EQUAL_FATAL(sp_scenes_data_read(&b, "train", &last, 1, got, NULL, NULL, &e), SP_OK);
+    long white = 0;
+    for (int k = 0; k < SP_SCENE_PIXELS; k++) white += got[k] == 1.0f;
+    CU_ASSERT_EQUAL(white, SP_SCENE_PIXELS);
+    sp_scenes_data_close(&a);
+    sp_scenes_data_close(&b);
+    free(block);
     sp_scenes_data_close(&f);
     sp_scenes_data_close(&m);
     sp_scenes_data_close(&small);
