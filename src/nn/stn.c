@@ -171,8 +171,8 @@ typedef struct axcols {
 } axcols;
 
 typedef struct axrows {
-    float A[STN_SEP_MAX], Bn[STN_SEP_MAX]; /* (nr, ow): im[r][x0_j], im[r][x0_j + 1] */
-    int r_lo, nr;
+    float A[STN_SEP_MAX], Bn[STN_SEP_MAX]; /* (rows, ow): im[r][x0_j], im[r][x0_j + 1] */
+    int r_lo;                              /* the first source row gathered */
 } axrows;
 
 static void axis_cols(const axpt *xs, int ow, axcols *c) {
@@ -205,7 +205,7 @@ static int axis_gather(const float *im, int W, const axpt *xs, int ow, const axp
         float *a = g->A + r * ow, *b = g->Bn + r * ow;
         for (int j = 0; j < ow; j++) a[j] = row[xs[j].i0], b[j] = row[xs[j].i0 + 1];
     }
-    g->r_lo = lo, g->nr = nr;
+    g->r_lo = lo;
     return 1;
 }
 
@@ -253,14 +253,13 @@ static inline void axis_row_dtheta_sep(double *s, const axrows *g, const axcols 
  * row is splatted once into the canvas: 2 scattered adds per source row and
  * column instead of 4 per grid point. A canvas pixel's contributions are
  * summed in another order than the per-point splat, so results agree with
- * it to rounding, not bit for bit. Returns 0 (nothing done) when the rows
- * exceed the buffer. */
+ * it to rounding, not bit for bit. S: scratch of STN_SEP_MAX floats.
+ * Returns 0 (nothing done) when the rows exceed it. */
 static int axis_splat(float *canvas, int W, const float *G, const axpt *xs, int ow,
-                      const axpt *ys, int oh, axrows *buf) {
+                      const axpt *ys, int oh, float *S) {
     int lo;
     const int nr = axis_row_range(ys, oh, W, ow, &lo);
     if (!nr) return 0;
-    float *S = buf->A;
     memset(S, 0, (size_t)nr * ow * sizeof(float));
     for (int i = 0; i < oh; i++) {
         float *restrict s0 = S + (ys[i].i0 / W - lo) * ow, *restrict s1 = s0 + ow;
@@ -318,8 +317,8 @@ static void sample_backward(void *p) {
                 float *di = dimg ? dimg + (size_t)bi * HW : NULL;
                 const int sep = dth && axis_gather(im, W, xs, g->ow, ys, g->oh, &rows);
                 if (sep) axis_cols(xs, g->ow, &cols);
-                axrows sbuf;
-                if (di && axis_splat(di, W, go, xs, g->ow, ys, g->oh, &sbuf)) di = NULL;
+                float S[STN_SEP_MAX];
+                if (di && axis_splat(di, W, go, xs, g->ow, ys, g->oh, S)) di = NULL;
                 for (int i = 0; i < g->oh; i++) {
                     const axpt y = ys[i];
                     const float *q0 = im + y.i0, *q1 = q0 + W;
@@ -531,8 +530,8 @@ sp_tensor *sp_stn_scatter(sp_tape *t, const sp_tensor *vals, const sp_tensor *th
         if (axis_aligned(th, &g)) {
             axpt xs[STN_AX_MAX], ys[STN_AX_MAX];
             axis_tables(th, &g, xs, ys);
-            axrows sbuf;
-            if (axis_splat(o, W, v, xs, ow, ys, oh, &sbuf)) continue;
+            float S[STN_SEP_MAX];
+            if (axis_splat(o, W, v, xs, ow, ys, oh, S)) continue;
             for (int i = 0; i < oh; i++) {
                 const axpt y = ys[i];
                 float *d0 = o + y.i0, *d1 = d0 + W;
