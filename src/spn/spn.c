@@ -394,6 +394,45 @@ static inline long theta_index(const sp_spn *s, int r, int j, int i, int k, int 
     return theta_off(s, r, j) + ((long)plane * len + i) * s->K + k;
 }
 
+/* Copies of Theta's entries for elements [e0, e0 + nb) of leaf region j of
+ * repetition r, in parameter order (element e = i K + k; n = the region's
+ * elements), between the derived buffer T and three arrays. Gather mode
+ * stores the region's planes in that order (plain copies); dense mode
+ * places each pixel by theta_index. */
+static void theta_put(const sp_spn *s, float *T, int r, int j, int n, int e0, int nb,
+                      const float *A, const float *B, const float *C) {
+    if (!s->dense) {
+        float *t = T + theta_off(s, r, j) + e0;
+        memcpy(t, A, (size_t)nb * sizeof(float));
+        memcpy(t + n, B, (size_t)nb * sizeof(float));
+        memcpy(t + 2L * n, C, (size_t)nb * sizeof(float));
+        return;
+    }
+    for (int e = 0; e < nb; e++) {
+        const int i = (e0 + e) / s->K, k = (e0 + e) % s->K;
+        T[theta_index(s, r, j, i, k, 0)] = A[e];
+        T[theta_index(s, r, j, i, k, 1)] = B[e];
+        T[theta_index(s, r, j, i, k, 2)] = C[e];
+    }
+}
+
+static void theta_get(const sp_spn *s, const float *T, int r, int j, int n, int e0, int nb,
+                      float *A, float *B, float *C) {
+    if (!s->dense) {
+        const float *t = T + theta_off(s, r, j) + e0;
+        memcpy(A, t, (size_t)nb * sizeof(float));
+        memcpy(B, t + n, (size_t)nb * sizeof(float));
+        memcpy(C, t + 2L * n, (size_t)nb * sizeof(float));
+        return;
+    }
+    for (int e = 0; e < nb; e++) {
+        const int i = (e0 + e) / s->K, k = (e0 + e) % s->K;
+        A[e] = T[theta_index(s, r, j, i, k, 0)];
+        B[e] = T[theta_index(s, r, j, i, k, 1)];
+        C[e] = T[theta_index(s, r, j, i, k, 2)];
+    }
+}
+
 /* Theta and the normalised weights from the parameters. */
 static void compute_derived(const sp_spn *s, const sp_params *p, float *der, int T) {
     const float *mu = sp_params_val(p, s->i_mean);
@@ -408,27 +447,17 @@ static void compute_derived(const sp_spn *s, const sp_params *p, float *der, int
         const int len = s->off[j + 1] - s->off[j], n = len * K;
         const long q0 = ((long)r * s->D + s->off[j]) * K;
         float sg[LEAF_BLOCK], inv[LEAF_BLOCK], logv[LEAF_BLOCK];
+        float A[LEAF_BLOCK], B[LEAF_BLOCK], C[LEAF_BLOCK];
         for (int e0 = 0; e0 < n; e0 += LEAF_BLOCK) {
             const int nb = n - e0 < LEAF_BLOCK ? n - e0 : LEAF_BLOCK;
+            const float *m = mu + q0 + e0;
             leaf_moments(sg, inv, logv, pv + q0 + e0, nb, vmin, vrange);
-            if (!s->dense) { /* planes (3, len, K) in parameter order */
-                float *A = der + theta_off(s, r, j) + e0, *B = A + n, *C = B + n;
-                const float *m = mu + q0 + e0;
-                for (int e = 0; e < nb; e++) {
-                    A[e] = -half_log_2pi - 0.5f * logv[e] - 0.5f * m[e] * m[e] * inv[e];
-                    B[e] = m[e] * inv[e];
-                    C[e] = -0.5f * inv[e];
-                }
-                continue;
-            }
             for (int e = 0; e < nb; e++) {
-                const int i = (e0 + e) / K, k = (e0 + e) % K;
-                const float m = mu[q0 + e0 + e];
-                der[theta_index(s, r, j, i, k, 0)] =
-                    -half_log_2pi - 0.5f * logv[e] - 0.5f * m * m * inv[e];
-                der[theta_index(s, r, j, i, k, 1)] = m * inv[e];
-                der[theta_index(s, r, j, i, k, 2)] = -0.5f * inv[e];
+                A[e] = -half_log_2pi - 0.5f * logv[e] - 0.5f * m[e] * m[e] * inv[e];
+                B[e] = m[e] * inv[e];
+                C[e] = -0.5f * inv[e];
             }
+            theta_put(s, der, r, j, n, e0, nb, A, B, C);
         }
     }
     for (int l = 1; l < s->d; l++) {
@@ -1559,18 +1588,15 @@ static void spn_backward(void *vctx) {
         int r = rj / s->G0, j = rj % s->G0;
         const int len = s->off[j + 1] - s->off[j], n = len * K;
         const long q0 = ((long)r * s->D + s->off[j]) * K;
-        float sgb[LEAF_BLOCK], invb[LEAF_BLOCK];
+        float sgb[LEAF_BLOCK], invb[LEAF_BLOCK], dAb[LEAF_BLOCK], dBb[LEAF_BLOCK], dCb[LEAF_BLOCK];
         for (int e0 = 0; e0 < n; e0 += LEAF_BLOCK) {
             const int nb = n - e0 < LEAF_BLOCK ? n - e0 : LEAF_BLOCK;
             leaf_moments(sgb, invb, NULL, pv + q0 + e0, nb, vmin, vrange);
-            const float *PA = P + theta_off(s, r, j) + e0; /* gather mode: planes of n */
+            theta_get(s, P, r, j, n, e0, nb, dAb, dBb, dCb);
             for (int e = 0; e < nb; e++) {
-                const int i = (e0 + e) / K, k = (e0 + e) % K;
                 const long q = q0 + e0 + e;
                 const float sg = sgb[e], inv = invb[e], m = mu[q];
-                const float dA = s->dense ? P[theta_index(s, r, j, i, k, 0)] : PA[e],
-                            dB = s->dense ? P[theta_index(s, r, j, i, k, 1)] : PA[n + e],
-                            dC = s->dense ? P[theta_index(s, r, j, i, k, 2)] : PA[2L * n + e];
+                const float dA = dAb[e], dB = dBb[e], dC = dCb[e];
                 gmu[q] += -dA * m * inv + dB * inv;
                 float dv = dA * (-0.5f * inv + 0.5f * m * m * inv * inv) - dB * m * inv * inv +
                            dC * 0.5f * inv * inv;
