@@ -5,10 +5,8 @@
  * indices, in any order, read with one hyperslab selection over the sorted
  * unique rows (locality, each compressed chunk decompressed once) and then
  * scattered back into the caller's order. Nothing loads a whole split
- * unless asked to (sp_dataset_preload: a scenes file stores each image as
- * its own compressed chunk, and 128 random rows cost ~3 ms of HDF5 per
- * step). The handle is not thread-safe (serial HDF5): one reader per
- * thread. */
+ * unless asked to (sp_dataset_attach). The handle is not thread-safe
+ * (serial HDF5): one reader per thread. */
 #ifndef SUPAIR_DATASET_H
 #define SUPAIR_DATASET_H
 
@@ -50,16 +48,13 @@ int sp_dataset_read_rows_i32(sp_dataset *d, const char *name, const long *idx, l
 int sp_dataset_read_rows_i64(sp_dataset *d, const char *name, const long *idx, long n,
                              int64_t *out, long row_len, sp_error *err);
 
-/* Keeps dataset NAME in memory, in the type the readers above ask for
- * (uint8 scenes stay uint8), when that takes at most max_bytes; later row
- * reads copy from memory. *kept = the bytes kept (0: too large, or no memory
- * for it: reads then stay on the file). Errors: as the readers'. */
-int sp_dataset_preload(sp_dataset *d, const char *name, size_t max_bytes, size_t *kept,
-                       sp_error *err);
-/* The bytes such a copy of NAME takes. */
+/* In-memory copies: a scenes file stores each image as its own compressed
+ * chunk, and 128 random rows cost ~3 ms of HDF5 per step. The bytes a copy
+ * of NAME takes, in the type the readers above ask for (uint8 scenes stay
+ * uint8): */
 int sp_dataset_preload_bytes(sp_dataset *d, const char *name, size_t *bytes, sp_error *err);
-/* Uses buf (sp_dataset_preload_bytes of NAME, owned by the caller, alive
- * while d is open) as NAME's in-memory copy; fill: read it from the file
+/* Uses buf (that many bytes, owned by the caller, alive while d is open) as
+ * NAME's copy: later row reads copy from it. fill: read it from the file
  * first (fill = 0: another process sharing buf has filled it). */
 int sp_dataset_attach(sp_dataset *d, const char *name, void *buf, int fill, sp_error *err);
 
@@ -100,13 +95,9 @@ void sp_scenes_data_close(sp_scenes_data *s);
 /* Rows of split "train", "test" or "valid" (-1 for another name, or for
  * "valid" when the file has none). */
 long sp_scenes_data_size(const sp_scenes_data *s, const char *split);
-/* Preloads a split's counts, boxes and images (in that order) within
- * max_bytes in all; *kept = the bytes kept. A split the file lacks keeps
- * nothing. */
-int sp_scenes_data_preload(sp_scenes_data *s, const char *split, size_t max_bytes, size_t *kept,
-                           sp_error *err);
-/* The same into one caller-owned block (e.g. node-shared memory): its size
- * (0 for a split the file lacks), then attach (fill as sp_dataset_attach). */
+/* A split's counts, boxes and images in one caller-owned block (e.g.
+ * node-shared memory): its size (0 for a split the file lacks), then attach
+ * (fill as sp_dataset_attach). */
 int sp_scenes_data_preload_bytes(sp_scenes_data *s, const char *split, size_t *bytes,
                                  sp_error *err);
 int sp_scenes_data_attach(sp_scenes_data *s, const char *split, void *block, int fill,

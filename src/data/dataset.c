@@ -27,11 +27,10 @@ typedef struct ds_entry {
     int is_u8; /* read raw and converted by us: HDF5's conversion path costs 3x */
     int has_scale;
     double scale;
-    /* sp_dataset_preload: the whole dataset in memory as mem_type (NULL:
-     * rows come from the file). */
+    /* sp_dataset_attach: the whole dataset in the caller's memory as
+     * mem_type (NULL: rows come from the file). */
     void *mem;
     hid_t mem_type;
-    int mem_owned; /* 1: malloc'ed here (sp_dataset_preload); 0: the caller's */
 } ds_entry;
 
 typedef struct row_ref {
@@ -74,10 +73,7 @@ int sp_dataset_open(sp_dataset **out, const char *path, sp_error *err) {
 
 void sp_dataset_close(sp_dataset *d) {
     if (!d) return;
-    for (int i = 0; i < d->ncache; i++) {
-        H5Dclose(d->cache[i].id);
-        if (d->cache[i].mem_owned) free(d->cache[i].mem);
-    }
+    for (int i = 0; i < d->ncache; i++) H5Dclose(d->cache[i].id);
     if (d->file >= 0) H5Fclose(d->file);
     free(d->refs);
     free(d->buf);
@@ -153,8 +149,7 @@ static int get_entry(sp_dataset *d, const char *name, ds_entry **out, sp_error *
         if (a >= 0) H5Aclose(a);
     }
     if (d->ncache == DS_CACHE) { /* rarely more than a handful: evict the oldest */
-        H5Dclose(d->cache[0].id);
-        if (d->cache[0].mem_owned) free(d->cache[0].mem);
+        H5Dclose(d->cache[0].id); /* an attached copy is the caller's: reads go to the file */
         memmove(&d->cache[0], &d->cache[1], sizeof(ds_entry) * (DS_CACHE - 1));
         d->ncache--;
     }
@@ -365,29 +360,7 @@ int sp_dataset_attach(sp_dataset *d, const char *name, void *buf, int fill, sp_e
     const hid_t mt = preload_type(e);
     if (fill && H5Dread(e->id, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0)
         return sp_fail(err, SP_ERUNTIME, "%s: %s: read error", d->path, name);
-    if (e->mem_owned) free(e->mem);
-    e->mem = buf, e->mem_type = mt, e->mem_owned = 0;
-    return SP_OK;
-}
-
-int sp_dataset_preload(sp_dataset *d, const char *name, size_t max_bytes, size_t *kept,
-                       sp_error *err) {
-    *kept = 0;
-    size_t bytes;
-    int rc = sp_dataset_preload_bytes(d, name, &bytes, err);
-    if (rc) return rc;
-    ds_entry *e;
-    get_entry(d, name, &e, err); /* found: preload_bytes opened it */
-    if (e->mem) return *kept = bytes, SP_OK;
-    if (bytes > max_bytes || bytes == 0) return SP_OK;
-    void *mem = malloc(bytes);
-    if (!mem) return SP_OK; /* reading from the file still works */
-    if ((rc = sp_dataset_attach(d, name, mem, 1, err))) {
-        free(mem);
-        return rc;
-    }
-    e->mem_owned = 1;
-    *kept = bytes;
+    e->mem = buf, e->mem_type = mt;
     return SP_OK;
 }
 
@@ -860,22 +833,10 @@ long sp_scenes_data_size(const sp_scenes_data *s, const char *split) {
     return -1;
 }
 
-static const char *const SCENE_PARTS[3] = {"counts", "boxes", "images"}; /* smallest first */
+static const char *const SCENE_PARTS[3] = {"counts", "boxes", "images"};
 
-int sp_scenes_data_preload(sp_scenes_data *s, const char *split, size_t max_bytes, size_t *kept,
-                           sp_error *err) {
-    *kept = 0;
-    if (sp_scenes_data_size(s, split) < 0) return SP_OK;
-    for (int i = 0; i < 3; i++) {
-        char name[64];
-        size_t k = 0;
-        snprintf(name, sizeof name, "/%s/%s", split, SCENE_PARTS[i]);
-        int rc = sp_dataset_preload(s->ds, name, *kept < max_bytes ? max_bytes - *kept : 0, &k,
-                                    err);
-        if (rc) return rc;
-        *kept += k;
-    }
-    return SP_OK;
+static void scene_part(char *name, size_t cap, const char *split, int i) {
+    snprintf(name, cap, "/%s/%s", split, SCENE_PARTS[i]);
 }
 
 /* A split's three arrays laid out one after another in a block, each at a
@@ -886,7 +847,7 @@ static int scenes_layout(sp_scenes_data *s, const char *split, size_t off[3], si
     for (int i = 0; i < 3; i++) {
         char name[64];
         size_t b;
-        snprintf(name, sizeof name, "/%s/%s", split, SCENE_PARTS[i]);
+        scene_part(name, sizeof name, split, i);
         int rc = sp_dataset_preload_bytes(s->ds, name, &b, err);
         if (rc) return rc;
         off[i] = *total;
@@ -910,7 +871,7 @@ int sp_scenes_data_attach(sp_scenes_data *s, const char *split, void *block, int
     int rc = scenes_layout(s, split, off, &total, err);
     for (int i = 0; i < 3 && !rc; i++) {
         char name[64];
-        snprintf(name, sizeof name, "/%s/%s", split, SCENE_PARTS[i]);
+        scene_part(name, sizeof name, split, i);
         rc = sp_dataset_attach(s->ds, name, (char *)block + off[i], fill, err);
     }
     return rc;

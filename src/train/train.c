@@ -856,6 +856,16 @@ static int run_eval(trainer *T, int64_t n, int final, sp_error *err) {
     return rc;
 }
 
+/* Attaches the preloaded splits: train at block, the eval split after it. */
+static int attach_splits(trainer *T, char *block, size_t train_bytes, int with_train,
+                         int with_eval, int fill, sp_error *err) {
+    int rc = with_train ? sp_scenes_data_attach(&T->data, "train", block, fill, err) : SP_OK;
+    if (!rc && with_eval)
+        rc = sp_scenes_data_attach(&T->data, sp_config_str(T->cfg, "eval_split"),
+                                   block + (with_train ? train_bytes : 0), fill, err);
+    return rc;
+}
+
 /* Training reads random rows every step, and a scenes file stores each
  * scene as its own compressed chunk: a rank's 128 rows took 3.5 ms of HDF5
  * per step on an idle machine, 7 ms with both cores busy; from memory
@@ -880,19 +890,13 @@ static int preload_data(trainer *T, sp_error *err) {
     double t0 = sp_time_now();
     if ((rc = agree(T, sp_dist_node_alloc(T->dist, total, &T->shm, &block, &leader, err), err)))
         return rc;
-    char *eval_block = (char *)block + (with_train ? bt : 0);
-    if (leader) {
-        if (with_train) rc = sp_scenes_data_attach(&T->data, "train", block, 1, err);
-        if (!rc && with_eval) rc = sp_scenes_data_attach(&T->data, es, eval_block, 1, err);
-    }
+    /* The leader fills the block; the others map it once it is published. */
+    if (leader) rc = attach_splits(T, block, bt, with_train, with_eval, 1, err);
     sp_error e2 = {0};
     int prc = sp_dist_node_publish(T->shm, &e2);
     if (!rc && prc) rc = prc, *err = e2;
     if ((rc = agree(T, rc, err))) return rc;
-    if (!leader) {
-        if (with_train) rc = sp_scenes_data_attach(&T->data, "train", block, 0, err);
-        if (!rc && with_eval) rc = sp_scenes_data_attach(&T->data, es, eval_block, 0, err);
-    }
+    if (!leader) rc = attach_splits(T, block, bt, with_train, with_eval, 0, err);
     if ((rc = agree(T, rc, err))) return rc;
     if (T->rank == 0)
         sp_info("data: %s%s%s split%s (%.0f MB) held in memory, one copy per node, read in %.1f s",

@@ -230,27 +230,31 @@ static void test_sprites_file(void) {
     sp_scenes_data_close(&s);
 }
 
-/* A preloaded split reads the same rows (shuffled, repeated) as the file;
- * a budget smaller than a dataset keeps it on the file; a split the file
- * lacks keeps nothing. */
+/* An attached split reads the same rows (shuffled, repeated) as the file,
+ * also through a second handle that only maps the block the first filled
+ * (as a node's ranks share it; a poisoned row proves the block is read);
+ * a split the file lacks takes no bytes; out-of-range rows are refused. */
 static void test_preload(void) {
     sp_error e;
     CU_ASSERT_EQUAL_FATAL(build("pre.h5", SP_SCENES_OBJECTS, SP_NOISE_NONE, 3, 90, 20, &e), SP_OK);
     char p[512];
     path_of(p, sizeof p, "pre.h5");
-    sp_scenes_data f, m, small;
+    sp_scenes_data f, a, b;
     CU_ASSERT_EQUAL_FATAL(sp_scenes_data_open(&f, p, &e), SP_OK);
-    CU_ASSERT_EQUAL_FATAL(sp_scenes_data_open(&m, p, &e), SP_OK);
-    CU_ASSERT_EQUAL_FATAL(sp_scenes_data_open(&small, p, &e), SP_OK);
-    size_t kept = 0;
-    CU_ASSERT_EQUAL(sp_scenes_data_preload(&m, "train", 64u << 20, &kept, &e), SP_OK);
-    /* uint8 images, int32 counts, float boxes (2 objects x 4) */
-    CU_ASSERT_EQUAL(kept, (size_t)90 * (SP_SCENE_PIXELS + 4 + 8 * 4));
-    CU_ASSERT_EQUAL(sp_scenes_data_preload(&m, "valid", 64u << 20, &kept, &e), SP_OK);
-    CU_ASSERT_EQUAL(kept, 0);
-    /* room for counts and boxes, not the images */
-    CU_ASSERT_EQUAL(sp_scenes_data_preload(&small, "train", 90 * 40, &kept, &e), SP_OK);
-    CU_ASSERT_EQUAL(kept, (size_t)90 * (4 + 8 * 4));
+    CU_ASSERT_EQUAL_FATAL(sp_scenes_data_open(&a, p, &e), SP_OK);
+    CU_ASSERT_EQUAL_FATAL(sp_scenes_data_open(&b, p, &e), SP_OK);
+    size_t bytes = 0, none = 1;
+    CU_ASSERT_EQUAL(sp_scenes_data_preload_bytes(&a, "train", &bytes, &e), SP_OK);
+    /* uint8 images, int32 counts, float boxes (2 objects x 4), 64-byte aligned parts */
+    CU_ASSERT(bytes >= (size_t)90 * (SP_SCENE_PIXELS + 4 + 8 * 4) && bytes % 64 == 0);
+    CU_ASSERT(bytes < (size_t)90 * (SP_SCENE_PIXELS + 4 + 8 * 4) + 3 * 64);
+    CU_ASSERT_EQUAL(sp_scenes_data_preload_bytes(&a, "valid", &none, &e), SP_OK);
+    CU_ASSERT_EQUAL(none, 0);
+    unsigned char *block = aligned_alloc(64, bytes);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(block);
+    memset(block, 0xAB, bytes);
+    CU_ASSERT_EQUAL(sp_scenes_data_attach(&a, "train", block, 1, &e), SP_OK);
+    CU_ASSERT_EQUAL(sp_scenes_data_attach(&b, "train", block, 0, &e), SP_OK);
     enum { B = 33 };
     long idx[B];
     for (int i = 0; i < B; i++) idx[i] = (i * 37L + 5) % 90;
@@ -259,38 +263,16 @@ static void test_preload(void) {
     int32_t wc[B], gc[B], gc2[B];
     float wb[B * 8], gb[B * 8], gb2[B * 8];
     CU_ASSERT_EQUAL_FATAL(sp_scenes_data_read(&f, "train", idx, B, want, wc, wb, &e), SP_OK);
-    CU_ASSERT_EQUAL_FATAL(sp_scenes_data_read(&m, "train", idx, B, got, gc, gb, &e), SP_OK);
-    CU_ASSERT_EQUAL_FATAL(sp_scenes_data_read(&small, "train", idx, B, got2, gc2, gb2, &e), SP_OK);
+    CU_ASSERT_EQUAL_FATAL(sp_scenes_data_read(&a, "train", idx, B, got, gc, gb, &e), SP_OK);
+    CU_ASSERT_EQUAL_FATAL(sp_scenes_data_read(&b, "train", idx, B, got2, gc2, gb2, &e), SP_OK);
     CU_ASSERT_EQUAL(memcmp(want, got, sizeof want), 0);
     CU_ASSERT_EQUAL(memcmp(wc, gc, sizeof wc), 0);
     CU_ASSERT_EQUAL(memcmp(wb, gb, sizeof wb), 0);
     CU_ASSERT_EQUAL(memcmp(want, got2, sizeof want), 0);
     CU_ASSERT_EQUAL(memcmp(wc, gc2, sizeof wc), 0);
     CU_ASSERT_EQUAL(memcmp(wb, gb2, sizeof wb), 0);
-    /* out-of-range rows are still refused from memory */
     long bad = 90;
-    CU_ASSERT_EQUAL(sp_scenes_data_read(&m, "train", &bad, 1, got, NULL, NULL, &e), SP_EINPUT);
-
-    /* One block shared by two handles (as a node's ranks share it): the
-     * first fills it, the second only maps it; the second reads from the
-     * block, not the file (shown by poisoning one image in the block). */
-    sp_scenes_data a, b;
-    CU_ASSERT_EQUAL_FATAL(sp_scenes_data_open(&a, p, &e), SP_OK);
-    CU_ASSERT_EQUAL_FATAL(sp_scenes_data_open(&b, p, &e), SP_OK);
-    size_t bytes = 0, none = 1;
-    CU_ASSERT_EQUAL(sp_scenes_data_preload_bytes(&a, "train", &bytes, &e), SP_OK);
-    CU_ASSERT(bytes >= (size_t)90 * (SP_SCENE_PIXELS + 4 + 8 * 4) && bytes % 64 == 0);
-    CU_ASSERT_EQUAL(sp_scenes_data_preload_bytes(&a, "valid", &none, &e), SP_OK);
-    CU_ASSERT_EQUAL(none, 0);
-    unsigned char *block = aligned_alloc(64, bytes);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(block);
-    memset(block, 0xAB, bytes);
-    CU_ASSERT_EQUAL(sp_scenes_data_attach(&a, "train", block, 1, &e), SP_OK);
-    CU_ASSERT_EQUAL(sp_scenes_data_attach(&b, "train", block, 0, &e), SP_OK);
-    CU_ASSERT_EQUAL_FATAL(sp_scenes_data_read(&b, "train", idx, B, got, gc, gb, &e), SP_OK);
-    CU_ASSERT_EQUAL(memcmp(want, got, sizeof want), 0);
-    CU_ASSERT_EQUAL(memcmp(wc, gc, sizeof wc), 0);
-    CU_ASSERT_EQUAL(memcmp(wb, gb, sizeof wb), 0);
+    CU_ASSERT_EQUAL(sp_scenes_data_read(&b, "train", &bad, 1, got, NULL, NULL, &e), SP_EINPUT);
     /* images are the last part of the block: row 89's pixels there to 255 */
     memset(block + bytes - (bytes - (size_t)90 * SP_SCENE_PIXELS) % 64 - SP_SCENE_PIXELS, 255,
            SP_SCENE_PIXELS);
@@ -299,12 +281,10 @@ static void test_preload(void) {
     long white = 0;
     for (int k = 0; k < SP_SCENE_PIXELS; k++) white += got[k] == 1.0f;
     CU_ASSERT_EQUAL(white, SP_SCENE_PIXELS);
+    sp_scenes_data_close(&f);
     sp_scenes_data_close(&a);
     sp_scenes_data_close(&b);
     free(block);
-    sp_scenes_data_close(&f);
-    sp_scenes_data_close(&m);
-    sp_scenes_data_close(&small);
 }
 
 static void test_fingerprint_and_determinism(void) {
@@ -538,7 +518,7 @@ int main(void) {
     static const sp_test_case cases[] = {
         {"build, read shuffled rows = generator", test_build_and_read},
         {"sprites file", test_sprites_file},
-        {"preloaded splits read as the file", test_preload},
+        {"attached splits read as the file", test_preload},
         {"same seed same bytes; fingerprint", test_fingerprint_and_determinism},
         {"inspect prints schema and histogram", test_inspect},
         {"build errors leave no files", test_build_errors},
