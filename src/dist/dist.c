@@ -31,15 +31,14 @@ static int wrap_comm(MPI_Comm comm, size_t bucket_bytes, sp_dist **out, sp_error
     d->bucket_bytes = bucket_bytes;
     MPI_Comm_rank(comm, &d->rank);
     MPI_Comm_size(comm, &d->size);
-    MPI_Comm node;
-    int rc = MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &node);
+    d->node = MPI_COMM_NULL;
+    int rc = MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &d->node);
     if (rc != MPI_SUCCESS) {
         sp_dist_free(d);
         return sp_dist_mpi_fail(err, rc, "Comm_split_type(shared)");
     }
-    MPI_Comm_rank(node, &d->local_rank);
-    MPI_Comm_size(node, &d->local_size);
-    MPI_Comm_free(&node);
+    MPI_Comm_rank(d->node, &d->local_rank);
+    MPI_Comm_size(d->node, &d->local_size);
     *out = d;
     return SP_OK;
 }
@@ -77,14 +76,17 @@ void sp_dist_free(sp_dist *d) {
     if (d->comm != MPI_COMM_NULL) {
         int finalized = 0;
         MPI_Finalized(&finalized);
-        if (!finalized) MPI_Comm_free(&d->comm);
+        if (!finalized) {
+            if (d->node != MPI_COMM_NULL) MPI_Comm_free(&d->node);
+            MPI_Comm_free(&d->comm);
+        }
     }
     free(d->reqs);
     free(d);
 }
 
 struct sp_dist_shm {
-    MPI_Comm node;
+    MPI_Comm node; /* the sp_dist's, not owned */
     MPI_Win win;
     int locked;
 };
@@ -94,21 +96,13 @@ int sp_dist_node_alloc(sp_dist *d, size_t bytes, sp_dist_shm **out, void **ptr, 
     *out = NULL, *ptr = NULL, *leader = 0;
     sp_dist_shm *s = calloc(1, sizeof *s);
     if (!s) return sp_fail(err, SP_ERUNTIME, "out of memory for a shared-memory window");
-    s->node = MPI_COMM_NULL, s->win = MPI_WIN_NULL;
-    int rc = MPI_Comm_split_type(d->comm, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &s->node);
-    if (rc != MPI_SUCCESS) {
-        free(s);
-        return sp_dist_mpi_fail(err, rc, "Comm_split_type(shared)");
-    }
-    int nr;
-    MPI_Comm_rank(s->node, &nr);
-    *leader = nr == 0;
+    s->node = d->node, s->win = MPI_WIN_NULL;
+    *leader = d->local_rank == 0;
     /* Only the leader's part has bytes: the block is one contiguous copy. */
     void *base = NULL;
-    rc = MPI_Win_allocate_shared(*leader ? (MPI_Aint)bytes : 0, 1, MPI_INFO_NULL, s->node, &base,
-                                 &s->win);
+    int rc = MPI_Win_allocate_shared(*leader ? (MPI_Aint)bytes : 0, 1, MPI_INFO_NULL, s->node,
+                                     &base, &s->win);
     if (rc != MPI_SUCCESS) {
-        MPI_Comm_free(&s->node);
         free(s);
         return sp_dist_mpi_fail(err, rc, "Win_allocate_shared(node data)");
     }
@@ -144,7 +138,6 @@ void sp_dist_node_free(sp_dist_shm *s) {
             if (s->locked) MPI_Win_unlock_all(s->win);
             MPI_Win_free(&s->win);
         }
-        if (s->node != MPI_COMM_NULL) MPI_Comm_free(&s->node);
     }
     free(s);
 }

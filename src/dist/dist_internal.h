@@ -9,6 +9,7 @@
 
 struct sp_dist {
     MPI_Comm comm; /* owned: freed by sp_dist_free */
+    MPI_Comm node; /* owned: this rank's node (shared memory) within comm */
     int rank, size;
     int local_rank, local_size;
     size_t bucket_bytes;
