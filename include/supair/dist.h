@@ -85,6 +85,44 @@ int sp_dist_node_alloc(sp_dist *d, size_t bytes, sp_dist_shm **out, void **ptr, 
 int sp_dist_node_publish(sp_dist_shm *s, sp_error *err);
 void sp_dist_node_free(sp_dist_shm *s);
 
+/* ---- node-shared parameters and the sharded optimizer step ----
+ *
+ * grad_reduce=node: the ranks of a node (or of each group of `group`
+ * consecutive ranks of a node; 0 = the whole node) keep ONE copy of the
+ * parameter values and Adam moments in a shared window, plus one gradient
+ * buffer per rank. After backward, rank l of a group sums slice l of every
+ * member's gradient (members in rank order), zeroes what it read, and
+ * updates only that slice; with several groups (nodes) each slice is then
+ * allreduced among the ranks holding it. Per step:
+ *
+ *   ... forward and backward into p->grad (this rank's own buffer) ...
+ *   sp_dist_sharedp_reduce(s, err);            collective: own slice summed
+ *   partial = sum of squares over the slice;  sp_dist_sharedp_sum(s, &partial, err);
+ *   ... clip and Adam over [lo, hi) only, zeroing the slice's gradient ...
+ *   sp_dist_sharedp_publish(s, err);           collective: new values visible
+ *
+ * Between publish and the next reduce every rank may read all of p->val,
+ * p->adam_m, p->adam_v (checkpoints, checksums, evaluation) and write only
+ * its own p->grad. */
+typedef struct sp_dist_sharedp sp_dist_sharedp;
+/* Collective over d, after every rank holds the same values (after the
+ * broadcasts): moves p's four buffers into the window (p->external = 1).
+ * *out = NULL with SP_OK when the groups would differ in size (e.g. nodes
+ * with different rank counts): the caller keeps the plain allreduce. */
+int sp_dist_sharedp_create(sp_dist *d, sp_params *p, int group, sp_dist_sharedp **out,
+                           sp_error *err);
+/* This rank's slice [lo, hi) of the flat buffers (16-float aligned). */
+void sp_dist_sharedp_slice(const sp_dist_sharedp *s, long *lo, long *hi);
+int sp_dist_sharedp_group_size(const sp_dist_sharedp *s);
+int sp_dist_sharedp_groups(const sp_dist_sharedp *s);
+int sp_dist_sharedp_reduce(sp_dist_sharedp *s, sp_error *err);
+/* *v = the sum of every group member's *v, added in rank order (the same
+ * bits on every rank). */
+int sp_dist_sharedp_sum(sp_dist_sharedp *s, double *v, sp_error *err);
+int sp_dist_sharedp_publish(sp_dist_sharedp *s, sp_error *err);
+/* Collective over the group; p's buffers are gone afterwards (NULL). */
+void sp_dist_sharedp_free(sp_dist_sharedp *s, sp_params *p);
+
 /* ---- broadcasts from rank 0 ---- */
 
 /* Any size (sent in pieces below INT_MAX bytes). */

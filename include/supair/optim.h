@@ -56,6 +56,11 @@ void sp_adam_step_zero_grad(sp_params *p, sp_adam *a, float lr);
  * sums here instead of in a pass of its own. */
 void sp_adam_step_zero_grad_scaled(sp_params *p, sp_adam *a, float lr, float gscale);
 
+/* sp_adam_step_zero_grad_scaled over elements [lo, hi) only (one rank's
+ * slice under node-shared parameters, dist.h); a->t advances as for a
+ * whole step. */
+void sp_adam_step_slice(sp_params *p, sp_adam *a, float lr, float gscale, long lo, long hi);
+
 /* ---- gradient utilities ---- */
 
 /* sqrt(sum g^2) over the whole gradient buffer, accumulated in double in a
@@ -82,5 +87,12 @@ int sp_grad_all_finite(const sp_params *p);
 /* Same for the parameter values, and for any float array. */
 int sp_params_all_finite(const sp_params *p);
 int sp_floats_all_finite(const float *x, long n);
+
+/* The array forms behind the whole-buffer functions above, for a slice:
+ * sum of (scale * x)^2 (products rounded to float, summed in double in a
+ * fixed order), x *= s, and clamping to [-limit, limit] (NaN stays). */
+double sp_floats_sum_squares(const float *x, long n, float scale);
+void sp_floats_scale(float *x, long n, float s);
+void sp_floats_clip(float *x, long n, float limit);
 
 #endif

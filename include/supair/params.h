@@ -27,6 +27,9 @@ typedef struct sp_params {
     int n_entries, cap_entries;
     long total;     /* floats in each buffer, padding included */
     float *val, *grad, *adam_m, *adam_v;
+    /* 1 when the four buffers belong to someone else (the node-shared
+     * window of dist.h's sp_dist_sharedp): sp_params_free leaves them. */
+    int external;
     /* (n_entries) per step: the tape's node count when entry i was first
      * viewed (sp_params_tensor), so no node before it can write its
      * gradient: once backward has run node first_use[i], entry i's gradient

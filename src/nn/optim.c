@@ -68,7 +68,10 @@ static void adam_range(float *restrict val, float *restrict m, float *restrict v
     }
 }
 
-static void adam_step(sp_params *p, sp_adam *a, float lr, float gscale, int zero) {
+/* Adam over elements [lo, hi) of the buffers (the whole buffer, or one
+ * rank's slice under grad_reduce=node). */
+static void adam_step(sp_params *p, sp_adam *a, float lr, float gscale, int zero, long lo,
+                      long hi) {
     if (lr < 0) lr = a->lr;
     a->t++;
     /* Bias corrections in double: b2^t for t of a few thousand loses digits in float. */
@@ -85,19 +88,26 @@ static void adam_step(sp_params *p, sp_adam *a, float lr, float gscale, int zero
         vscale = (float)(1.0 / sqrt(c2));
     }
     const float b1 = a->b1, b2 = a->b2, ob1 = 1.0f - a->b1, ob2 = 1.0f - a->b2, eps = a->eps;
-    const long n = p->total, nchunks = (n + ADAM_CHUNK - 1) / ADAM_CHUNK;
+    const long n = hi - lo, nchunks = (n + ADAM_CHUNK - 1) / ADAM_CHUNK;
 #pragma omp parallel for schedule(static) if (n >= SP_OPTIM_PAR_MIN)
     for (long c = 0; c < nchunks; c++) {
-        long lo = c * ADAM_CHUNK, hi = lo + ADAM_CHUNK < n ? lo + ADAM_CHUNK : n;
-        adam_range(p->val, p->adam_m, p->adam_v, p->grad, lo, hi, b1, b2, ob1, ob2, step, vscale,
+        long a0 = lo + c * ADAM_CHUNK, a1 = a0 + ADAM_CHUNK < hi ? a0 + ADAM_CHUNK : hi;
+        adam_range(p->val, p->adam_m, p->adam_v, p->grad, a0, a1, b1, b2, ob1, ob2, step, vscale,
                    eps, gscale, zero);
     }
 }
 
-void sp_adam_step(sp_params *p, sp_adam *a, float lr) { adam_step(p, a, lr, 1.0f, 0); }
-void sp_adam_step_zero_grad(sp_params *p, sp_adam *a, float lr) { adam_step(p, a, lr, 1.0f, 1); }
+void sp_adam_step(sp_params *p, sp_adam *a, float lr) {
+    adam_step(p, a, lr, 1.0f, 0, 0, p->total);
+}
+void sp_adam_step_zero_grad(sp_params *p, sp_adam *a, float lr) {
+    adam_step(p, a, lr, 1.0f, 1, 0, p->total);
+}
 void sp_adam_step_zero_grad_scaled(sp_params *p, sp_adam *a, float lr, float gscale) {
-    adam_step(p, a, lr, gscale, 1);
+    adam_step(p, a, lr, gscale, 1, 0, p->total);
+}
+void sp_adam_step_slice(sp_params *p, sp_adam *a, float lr, float gscale, long lo, long hi) {
+    adam_step(p, a, lr, gscale, 1, lo, hi);
 }
 
 static double sum_squares(const float *x, long n, float scale) {
@@ -126,17 +136,19 @@ static double sum_squares(const float *x, long n, float scale) {
     return s;
 }
 
+double sp_floats_sum_squares(const float *x, long n, float scale) { return sum_squares(x, n, scale); }
+
 double sp_grad_global_norm(const sp_params *p) { return sqrt(sum_squares(p->grad, p->total, 1.0f)); }
 double sp_grad_global_norm_scaled(const sp_params *p, float gscale) {
     return sqrt(sum_squares(p->grad, p->total, gscale));
 }
 
-void sp_grad_scale(sp_params *p, float s) {
-    float *restrict g = p->grad;
-    const long n = p->total;
+void sp_floats_scale(float *restrict g, long n, float s) {
 #pragma omp parallel for simd schedule(static) if (n >= SP_OPTIM_PAR_MIN)
     for (long i = 0; i < n; i++) g[i] *= s;
 }
+
+void sp_grad_scale(sp_params *p, float s) { sp_floats_scale(p->grad, p->total, s); }
 
 double sp_clip_global_norm(sp_params *p, double max_norm) {
     double norm = sp_grad_global_norm(p);
@@ -146,9 +158,9 @@ double sp_clip_global_norm(sp_params *p, double max_norm) {
     return norm;
 }
 
-void sp_clip_elementwise(sp_params *p, float limit) {
-    float *restrict g = p->grad;
-    const long n = p->total;
+void sp_clip_elementwise(sp_params *p, float limit) { sp_floats_clip(p->grad, p->total, limit); }
+
+void sp_floats_clip(float *restrict g, long n, float limit) {
     /* Comparisons rather than fminf/fmaxf: those would turn NaN into +-limit
      * and hide a diverged step from sp_grad_all_finite. */
 #pragma omp parallel for simd schedule(static) if (n >= SP_OPTIM_PAR_MIN)

@@ -16,10 +16,12 @@ void sp_params_init(sp_params *p) { memset(p, 0, sizeof *p); }
 
 void sp_params_free(sp_params *p) {
     free(p->entries);
-    free(p->val);
-    free(p->grad);
-    free(p->adam_m);
-    free(p->adam_v);
+    if (!p->external) {
+        free(p->val);
+        free(p->grad);
+        free(p->adam_m);
+        free(p->adam_v);
+    }
     free(p->first_use);
     memset(p, 0, sizeof *p);
 }

@@ -32,7 +32,16 @@ const sp_cfg_key sp_train_keys[] = {
      1, 1e12, NULL, 0},
     {"checksum_every", SP_CFG_INT, "100", "compare a parameter checksum across ranks every N steps",
      1, 1e12, NULL, 0},
-    {"bucket_mb", SP_CFG_FLOAT, "4", "gradient allreduce bucket size in MB", 0.001, 4096, NULL, 0},
+    {"grad_reduce", SP_CFG_STRING, "node",
+     "node: the ranks of a node share one copy of the parameters and Adam moments, sum each "
+     "other's gradients through shared memory and each update a slice (nodes then allreduce the "
+     "slices); mpi: bucketed allreduce overlapped with backward, every rank updates everything",
+     0, 0, "node|mpi", 0},
+    {"grad_group", SP_CFG_INT, "0",
+     "grad_reduce=node: ranks per sharing group within a node (0: the whole node; e.g. the ranks "
+     "of one socket)", 0, 1e6, NULL, 0},
+    {"bucket_mb", SP_CFG_FLOAT, "4", "grad_reduce=mpi: allreduce bucket size in MB", 0.001, 4096,
+     NULL, 0},
     {"adam_form", SP_CFG_STRING, "pytorch", "Adam epsilon placement (MODELS.md)", 0, 0,
      "pytorch|lasagne", 0},
     {"adam_b1", SP_CFG_FLOAT, "0.9", "Adam beta1", 0, 1, NULL, 0},

@@ -53,6 +53,7 @@ typedef struct trainer {
     int streams;              /* layout is SP_DATA_STREAMS */
     int data_open;
     sp_dist_shm *shm; /* the node's copy of the scenes (preload_data) */
+    sp_dist_sharedp *sharedp; /* grad_reduce=node: node-shared parameters, or NULL */
     const char *data_path;
     const char *run_dir;
     /* schedule */
@@ -518,6 +519,7 @@ static void trainer_free(trainer *T) {
         fclose(T->log);
     }
     if (T->model) T->vt->destroy(T->model);
+    sp_dist_sharedp_free(T->sharedp, &T->params); /* collective */
     sp_params_free(&T->params);
     sp_tape_destroy(T->tape);
     if (T->data_open && T->streams) sp_streams_close(&T->sdata);
@@ -728,6 +730,73 @@ static void overlap_hook(void *vctx, size_t node) {
     if (!o->rc) o->rc = sp_dist_bucket_ready(o->T->dist, o->boundary, &o->err);
 }
 
+/* This step's learning rate (the model's schedule, or the config's lr). */
+static double step_lr(trainer *T) {
+    return T->vt->lr_at ? T->vt->lr_at(T->model, T->cfg, T->step,
+                                       T->epoch + (double)T->epoch_pos / T->steps_per_epoch)
+                        : sp_config_float(T->cfg, "lr");
+}
+
+static void advance(trainer *T) {
+    T->step++;
+    if (++T->epoch_pos >= T->steps_per_epoch) {
+        T->epoch++;
+        T->epoch_pos = 0;
+    }
+}
+
+/* The rest of a step under grad_reduce=node (dist.h, node-shared
+ * parameters): backward into this rank's own gradient buffer, this rank's
+ * slice summed over the group (and allreduced across groups), the norm from
+ * the slices' partial sums, clipping and Adam over the slice only, then the
+ * hand-over that makes the new values visible to every rank. A rank whose
+ * forward failed still takes part (its gradient is zero). */
+static int finish_shared(trainer *T, int rc, sp_tensor *loss, double *local, double t0,
+                         double *terms, double *loss_out, double *gnorm, double *compute_s,
+                         double *comm_s, int *applied, sp_error *err) {
+    const sp_model_vtable *vt = T->vt;
+    sp_dist_comm_take(T->dist);
+    if (!rc) sp_tape_backward(T->tape, loss, 1.0f);
+    int frc = rc;
+    /* An MPI failure here cannot be agreed on any more: returned at once. */
+    if ((rc = sp_dist_sharedp_reduce(T->sharedp, err))) return rc;
+    if ((rc = agree(T, frc, err))) return rc;
+    int nt = vt->n_train_terms + 1;
+    if ((rc = sp_dist_reduce_doubles(T->dist, local, nt, 0, err))) return rc;
+    *loss_out = local[0] / T->global_b;
+    for (int i = 1; i < nt; i++) terms[i - 1] = local[i] / T->global_b;
+    long lo, hi;
+    sp_dist_sharedp_slice(T->sharedp, &lo, &hi);
+    float *g = T->params.grad + lo;
+    const long n = hi - lo;
+    float gscale = 1.0f / (float)T->global_b;
+    double ss = sp_floats_sum_squares(g, n, gscale);
+    if ((rc = sp_dist_sharedp_sum(T->sharedp, &ss, err))) return rc;
+    *gnorm = sqrt(ss);
+    /* Every rank holds the same loss and norm: the same decision. */
+    *applied = isfinite(*loss_out) && isfinite(*gnorm);
+    if (*applied) {
+        double cn = sp_config_float(T->cfg, "clip_norm"), cv = sp_config_float(T->cfg, "clip_value");
+        if (cn > 0 || cv > 0) { /* clipping works on the averaged gradient */
+            sp_floats_scale(g, n, gscale);
+            gscale = 1.0f;
+        }
+        if (cn > 0 && cn / (*gnorm + 1e-6) < 1.0) sp_floats_scale(g, n, (float)(cn / (*gnorm + 1e-6)));
+        if (cv > 0) sp_floats_clip(g, n, (float)cv);
+        double lr = step_lr(T);
+        sp_adam_step_slice(&T->params, &T->adam, (float)lr, gscale, lo, hi);
+        T->last_lr = lr;
+    } else {
+        memset(g, 0, (size_t)n * sizeof *g);
+    }
+    T->grad_clean = 1; /* the other slices were zeroed by their reducers */
+    if ((rc = sp_dist_sharedp_publish(T->sharedp, err))) return rc;
+    *comm_s = sp_dist_comm_take(T->dist);
+    *compute_s = sp_time_now() - t0 - *comm_s;
+    advance(T);
+    return SP_OK;
+}
+
 /* One optimisation step. Returns SP_OK, or an error agreed by all ranks.
  * *applied = 0 when the reduced gradient was not finite (step skipped). */
 static int train_step(trainer *T, double *terms, double *loss_out, double *gnorm, double *compute_s,
@@ -767,6 +836,8 @@ static int train_step(trainer *T, double *terms, double *loss_out, double *gnorm
             local[0] = loss->val[0];
         }
     }
+    if (T->sharedp) return finish_shared(T, rc, loss, local, t0, terms, loss_out, gnorm, compute_s,
+                                         comm_s, applied, err);
     /* Gradient SUMS are reduced while backward runs (buckets start as their
      * entries become final), then scaled to the mean over the global batch.
      * Every rank issues the same collectives, so a rank whose forward failed
@@ -810,19 +881,13 @@ static int train_step(trainer *T, double *terms, double *loss_out, double *gnorm
         }
         if (cn > 0) sp_clip_global_norm(&T->params, cn);
         if (cv > 0) sp_clip_elementwise(&T->params, (float)cv);
-        double lr = vt->lr_at ? vt->lr_at(T->model, T->cfg, T->step,
-                                          T->epoch + (double)T->epoch_pos / T->steps_per_epoch)
-                              : sp_config_float(T->cfg, "lr");
+        double lr = step_lr(T);
         sp_adam_step_zero_grad_scaled(&T->params, &T->adam, (float)lr, gscale);
         T->grad_clean = 1;
         T->last_lr = lr;
     }
     *compute_s = (t1 - t0) + (sp_time_now() - t2);
-    T->step++;
-    if (++T->epoch_pos >= T->steps_per_epoch) {
-        T->epoch++;
-        T->epoch_pos = 0;
-    }
+    advance(T);
     return SP_OK;
 }
 
@@ -906,6 +971,27 @@ static int preload_data(trainer *T, sp_error *err) {
     return SP_OK;
 }
 
+/* grad_reduce=node with more than one rank: from here on the node's ranks
+ * share one copy of the parameters (every replica is identical now: after
+ * the broadcasts and the resume). */
+static int share_params(trainer *T, sp_error *err) {
+    if (T->world == 1 || strcmp(sp_config_str(T->cfg, "grad_reduce"), "node")) return SP_OK;
+    int rc = sp_dist_sharedp_create(T->dist, &T->params, (int)sp_config_int(T->cfg, "grad_group"),
+                                    &T->sharedp, err);
+    if ((rc = agree(T, rc, err))) return rc;
+    if (T->rank == 0) {
+        if (T->sharedp)
+            sp_info("gradients: node-shared parameters, %d group(s) of %d ranks, each rank "
+                    "updates 1/%d of them",
+                    sp_dist_sharedp_groups(T->sharedp), sp_dist_sharedp_group_size(T->sharedp),
+                    sp_dist_sharedp_group_size(T->sharedp));
+        else
+            sp_info("gradients: nodes hold different numbers of ranks: grad_reduce=node falls "
+                    "back to the allreduce (grad_reduce=mpi)");
+    }
+    return SP_OK;
+}
+
 int sp_train_run(const sp_train_opts *o, sp_dist *dist, sp_error *err) {
     trainer T0 = {0}, *T = &T0;
     T->dist = dist;
@@ -929,6 +1015,7 @@ int sp_train_run(const sp_train_opts *o, sp_dist *dist, sp_error *err) {
     if (!rc) rc = agree(T, sp_dist_install_signal_handlers(err), err);
     if (!rc) rc = sp_dist_hostnames(dist, &T->hostnames, err);
     if (!rc) rc = open_outputs(T, resuming, err);
+    if (!rc) rc = share_params(T, err);
     if (rc) {
         trainer_free(T);
         return rc;

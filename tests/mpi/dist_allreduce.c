@@ -1,7 +1,10 @@
-/* MPI test (run by tests/mpi/dist.sh at -np 1, 2, 4): parameter broadcast,
- * and the bucketed gradient allreduce (blocking, overlapped ascending and
- * descending, several bucket sizes) equal to the serial sum; results
- * bitwise identical on every rank; sub-communicators from sp_dist_split.
+/* MPI test (run by tests/mpi/dist.sh at -np 1, 2, 3, 4): parameter
+ * broadcast, and the bucketed gradient allreduce (blocking, overlapped
+ * ascending and descending, several bucket sizes) equal to the serial sum;
+ * results bitwise identical on every rank; sub-communicators from
+ * sp_dist_split; node-shared parameters (one group per node, groups of 1 and
+ * 2 ranks: the slice allreduce across groups, uneven groups refused) against
+ * a serial Adam step on the serial gradient sum.
  * Exit 0 when every check passed on every rank. */
 #include <math.h>
 #include <stdint.h>
@@ -10,6 +13,7 @@
 #include <string.h>
 
 #include "supair/dist.h"
+#include "supair/optim.h"
 #include "supair/params.h"
 
 static int failures = 0;
@@ -156,6 +160,102 @@ static void test_split(sp_dist *world) {
     sp_dist_free(sub);
 }
 
+/* A table of three entries whose total is not a multiple of the rank count. */
+static int make_params(sp_params *p, sp_error *err) {
+    sp_params_init(p);
+    int s1[2] = {301, 97}, s2[1] = {5}, s3[2] = {33, 7};
+    if (sp_params_add(p, "a/W", 2, s1, err) < 0 || sp_params_add(p, "a/b", 1, s2, err) < 0 ||
+        sp_params_add(p, "c/W", 2, s3, err) < 0)
+        return err->code;
+    return sp_params_finalize(p, err);
+}
+
+static float init_val(long i) { return (float)((i * 5) % 17 - 8) / 8.0f; }
+
+/* Node-shared parameters with sharing groups of `group` ranks (0: node). */
+static void test_shared(sp_dist *d, int group) {
+    const int size = sp_dist_size(d), rank = sp_dist_rank(d);
+    const int L = group > 0 && group < sp_dist_local_size(d) ? group : sp_dist_local_size(d);
+    sp_params p, ref;
+    sp_error err;
+    CHECK(make_params(&p, &err) == SP_OK && make_params(&ref, &err) == SP_OK, "%s", err.msg);
+    const long n = p.total;
+    for (long i = 0; i < n; i++) p.val[i] = ref.val[i] = init_val(i);
+    sp_dist_sharedp *sh = NULL;
+    int rc = sp_dist_sharedp_create(d, &p, group, &sh, &err);
+    CHECK(rc == SP_OK, "create (group %d): %s", group, err.msg);
+    if (size % L != 0 || sp_dist_local_size(d) % L != 0) {
+        /* uneven groups (e.g. 3 ranks in groups of 2): refused, p untouched */
+        CHECK(!sh && !p.external && p.val[7] == init_val(7), "uneven groups of %d accepted", group);
+        sp_params_free(&p), sp_params_free(&ref);
+        return;
+    }
+    CHECK(sh != NULL && p.external, "no shared parameters at %d ranks, group %d", size, group);
+    if (!sh) return;
+    CHECK(sp_dist_sharedp_group_size(sh) == L && sp_dist_sharedp_groups(sh) == size / L,
+          "groups %d x %d, want %d x %d", sp_dist_sharedp_groups(sh), sp_dist_sharedp_group_size(sh),
+          size / L, L);
+    long lo, hi;
+    sp_dist_sharedp_slice(sh, &lo, &hi);
+    CHECK(lo % 16 == 0 && lo <= hi && hi <= n, "slice [%ld, %ld) of %ld", lo, hi, n);
+    /* The slices tile [0, n) once per group. */
+    double cover[1] = {(double)(hi - lo)};
+    CHECK(sp_dist_reduce_doubles(d, cover, 1, 0, &err) == SP_OK, "%s", err.msg);
+    CHECK(cover[0] == (double)n * (size / L), "slices cover %g floats, want %g", cover[0],
+          (double)n * (size / L));
+    long bad = -1;
+    for (long i = 0; i < n && bad < 0; i++)
+        if (p.val[i] != init_val(i) || p.grad[i] != 0.0f || p.adam_m[i] != 0.0f) bad = i;
+    CHECK(bad < 0, "shared buffers wrong at %ld after create", bad);
+    sp_adam ad, adr;
+    sp_adam_init(&ad, SP_ADAM_PYTORCH, 0.01f);
+    sp_adam_init(&adr, SP_ADAM_PYTORCH, 0.01f);
+    const float gscale = 1.0f / (float)size;
+    for (int step = 0; step < 3; step++) {
+        /* backward: each rank fills its own gradient buffer */
+        for (long i = 0; i < n; i++) p.grad[i] = exact_grad(i + step, rank);
+        CHECK(sp_dist_sharedp_reduce(sh, &err) == SP_OK, "reduce: %s", err.msg);
+        bad = -1;
+        for (long i = lo; i < hi && bad < 0; i++) {
+            float want = 0.0f;
+            for (int r = 0; r < size; r++) want += exact_grad(i + step, r);
+            if (p.grad[i] != want) bad = i;
+        }
+        CHECK(bad < 0, "group %d step %d: reduced slice wrong at %ld", group, step, bad);
+        double ss = sp_floats_sum_squares(p.grad + lo, hi - lo, gscale);
+        CHECK(sp_dist_sharedp_sum(sh, &ss, &err) == SP_OK, "%s", err.msg);
+        sp_adam_step_slice(&p, &ad, 0.01f, gscale, lo, hi);
+        CHECK(sp_dist_sharedp_publish(sh, &err) == SP_OK, "%s", err.msg);
+        /* serial reference: the whole sum, one Adam step over everything */
+        for (long i = 0; i < n; i++) {
+            float s = 0.0f;
+            for (int r = 0; r < size; r++) s += exact_grad(i + step, r);
+            ref.grad[i] = s;
+        }
+        double want_ss = sp_floats_sum_squares(ref.grad, n, gscale);
+        CHECK(fabs(ss - want_ss) <= 1e-12 * want_ss, "norm^2 %.17g, serial %.17g", ss, want_ss);
+        sp_adam_step_zero_grad_scaled(&ref, &adr, 0.01f, gscale);
+        bad = -1;
+        for (long i = 0; i < n && bad < 0; i++)
+            if (p.val[i] != ref.val[i] || p.adam_m[i] != ref.adam_m[i] ||
+                p.adam_v[i] != ref.adam_v[i])
+                bad = i;
+        CHECK(bad < 0, "group %d step %d: values differ from serial Adam at %ld", group, step, bad);
+        /* every rank's own buffer is clean again: its slice zeroed by Adam,
+         * the rest by the other members' reductions */
+        bad = -1;
+        for (long i = 0; i < n && bad < 0; i++)
+            if (p.grad[i] != 0.0f) bad = i;
+        CHECK(bad < 0, "group %d step %d: gradient left at %ld", group, step, bad);
+        CHECK(same_on_all(d, p.val, n), "group %d: values differ between ranks", group);
+    }
+    CHECK(sp_dist_comm_take(d) > 0.0 || size == 1, "no communication time measured");
+    sp_dist_sharedp_free(sh, &p);
+    CHECK(!p.val && !p.external, "buffers still attached after free");
+    sp_params_free(&p);
+    sp_params_free(&ref);
+}
+
 int main(int argc, char **argv) {
     sp_dist *d = NULL;
     sp_error err;
@@ -170,6 +270,9 @@ int main(int argc, char **argv) {
     test_bcast(d);
     test_allreduce(d);
     test_split(d);
+    test_shared(d, 0);
+    test_shared(d, 1);
+    test_shared(d, 2);
     sp_dist_verdict v;
     CHECK(sp_dist_should_stop(d, failures > 0, &v, &err) == SP_OK, "%s", err.msg);
     if (g_rank == 0)

@@ -187,6 +187,58 @@ static void test_adam_scaled_variant(void) {
     sp_params_free(&p2);
 }
 
+static void test_adam_slices_make_the_whole_step(void) {
+    /* Node-shared parameters: each rank steps its own slice with its own
+     * sp_adam (same t). Three slices (16-float aligned, one past the scalar
+     * tail and several chunks) give the whole step bit for bit, and a slice's
+     * step touches nothing outside it. */
+    sp_error err = {0};
+    sp_params p1, p2;
+    sp_params_init(&p1);
+    sp_params_init(&p2);
+    CU_ASSERT_EQUAL_FATAL(sp_params_add(&p1, "w", 1, (int[]){40003}, &err), 0);
+    CU_ASSERT_EQUAL_FATAL(sp_params_add(&p2, "w", 1, (int[]){40003}, &err), 0);
+    CU_ASSERT_EQUAL_FATAL(sp_params_finalize(&p1, &err), SP_OK);
+    CU_ASSERT_EQUAL_FATAL(sp_params_finalize(&p2, &err), SP_OK);
+    const long n = p1.total, cut[4] = {0, 8192 + 48, 30000, n};
+    sp_gc_fill_uniform(p1.val, n, -1.0f, 1.0f, 13);
+    memcpy(p2.val, p1.val, sizeof(float) * n);
+    sp_adam a1, a2[3];
+    sp_adam_init(&a1, SP_ADAM_LASAGNE, 1e-3f);
+    for (int k = 0; k < 3; k++) a2[k] = a1;
+    const float s = 3.0f / 256.0f;
+    for (int t = 0; t < 3; t++) {
+        sp_gc_fill_uniform(p1.grad, n, -40.0f, 40.0f, 40 + t);
+        memcpy(p2.grad, p1.grad, sizeof(float) * n);
+        sp_adam_step_zero_grad_scaled(&p1, &a1, -1, s);
+        for (int k = 0; k < 3; k++) {
+            sp_adam_step_slice(&p2, &a2[k], -1, s, cut[k], cut[k + 1]);
+            CU_ASSERT_EQUAL(a2[k].t, a1.t);
+            if (k < 2) CU_ASSERT_NOT_EQUAL(p2.grad[cut[k + 1]], 0.0f); /* the next slice's: untouched */
+        }
+    }
+    CU_ASSERT_EQUAL(memcmp(p1.val, p2.val, (size_t)n * sizeof(float)), 0);
+    CU_ASSERT_EQUAL(memcmp(p1.adam_m, p2.adam_m, (size_t)n * sizeof(float)), 0);
+    CU_ASSERT_EQUAL(memcmp(p1.adam_v, p2.adam_v, (size_t)n * sizeof(float)), 0);
+    for (long i = 0; i < n; i++) CU_ASSERT_EQUAL(p2.grad[i], 0.0f);
+    /* The array helpers are the whole-buffer functions over a range. */
+    sp_gc_fill_uniform(p1.grad, n, -4.0f, 4.0f, 50);
+    memcpy(p2.grad, p1.grad, sizeof(float) * n);
+    const double whole = sp_grad_global_norm_scaled(&p1, s);
+    const double parts = sp_floats_sum_squares(p1.grad, cut[1], s) +
+                         sp_floats_sum_squares(p1.grad + cut[1], n - cut[1], s);
+    SP_ASSERT_CLOSE(sqrt(parts), whole, 1e-12);
+    sp_grad_scale(&p1, 0.5f);
+    sp_clip_elementwise(&p1, 1.0f);
+    sp_floats_scale(p2.grad, cut[1], 0.5f);
+    sp_floats_scale(p2.grad + cut[1], n - cut[1], 0.5f);
+    sp_floats_clip(p2.grad, cut[2], 1.0f);
+    sp_floats_clip(p2.grad + cut[2], n - cut[2], 1.0f);
+    CU_ASSERT_EQUAL(memcmp(p1.grad, p2.grad, (size_t)n * sizeof(float)), 0);
+    sp_params_free(&p1);
+    sp_params_free(&p2);
+}
+
 static void test_adam_vector_matches_scalar(void) {
     /* A large parameter set (vector body, scalar tail, several chunks and a
      * thread team): both Adam forms bit for bit against the update written
@@ -354,6 +406,7 @@ static const sp_test_case cases[] = {
     {"forms_differ_only_by_eps", test_forms_differ_only_by_eps},
     {"adam_zero_grad_variant", test_adam_zero_grad_variant},
     {"adam_scaled_variant", test_adam_scaled_variant},
+    {"adam_slices_make_the_whole_step", test_adam_slices_make_the_whole_step},
     {"adam_vector_matches_scalar", test_adam_vector_matches_scalar},
     {"global_norm_and_clip", test_global_norm_and_clip},
     {"norm_large_and_deterministic", test_norm_large_and_deterministic},
