@@ -56,8 +56,11 @@ sp_setup() {
   # One OpenMP thread per CPU of the task; SPN layers and OpenBLAS share the pool.
   SP_THREADS=${SLURM_CPUS_PER_TASK:-1}
   export OMP_NUM_THREADS=$SP_THREADS
-  # Idle OpenMP threads that spin steal the cores BLAS needs (DESIGN.md).
-  export OMP_WAIT_POLICY=PASSIVE
+  # Every task owns its CPUs in an allocation, so idle OpenMP threads may
+  # spin (ACTIVE): the OpenMP build of OpenBLAS shares the same pool, and
+  # waking sleeping threads at each of a step's many parallel regions cost
+  # SuPAIR 19% at 2 threads (README, "Speed"). A value set by the user wins.
+  export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-ACTIVE}
   export OPENBLAS_NUM_THREADS=$SP_THREADS
   # Open MPI refuses root unless told (containers, CI).
   if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi

@@ -2,9 +2,12 @@
 # The `make bench` driver: runs every $BUILD/bench/bench_* binary in turn and
 # prints its table. Exit status non-zero when any benchmark failed.
 #   BUILD=build scripts/run-bench.sh
-# Threads: each benchmark sets its own thread counts (1 and 2); idle OpenMP
-# threads must sleep, not spin, or they steal the cores OpenBLAS needs
-# (DESIGN.md "Facts"), hence OMP_WAIT_POLICY=PASSIVE unless the caller set it.
+# Threads: each benchmark sets its own thread counts (1 and 2, at most one
+# thread per core), so idle OpenMP threads may spin: OMP_WAIT_POLICY=ACTIVE
+# unless the caller set it. (DESIGN.md's PASSIVE advice is about separate
+# OpenMP and BLAS pools; the OpenMP build of OpenBLAS used here shares ours,
+# and waking sleeping threads at every parallel region cost SuPAIR's step 19%
+# at 2 threads.) The MPI benchmarks run 1 thread per rank.
 # MPI benchmarks (source top comment says "run under mpirun") run as
 # `mpirun -np $BENCH_NP` (default 2); bench_allreduce gets --quick so the
 # whole of `make bench` stays within its 2-minute budget.
@@ -12,7 +15,7 @@ set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 BENCH_NP=${BENCH_NP:-2}
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-ACTIVE}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # A hung benchmark must not hold `make bench` forever.
 PER_BENCH_TIMEOUT=${PER_BENCH_TIMEOUT:-110}
@@ -23,7 +26,7 @@ for b in "$BUILD"/bench/bench_*; do
   name=$(basename "$b")
   launcher=(); args=()
   if [ -f "bench/$name.c" ] && head -n 3 "bench/$name.c" | grep -q "run under mpirun"; then
-    launcher=(mpirun -np "$BENCH_NP" --oversubscribe)
+    launcher=(mpirun -np "$BENCH_NP" --oversubscribe -x OMP_NUM_THREADS=1)
   fi
   case "$name" in bench_allreduce) args=(--quick) ;; esac
   echo "=== $name"

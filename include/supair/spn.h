@@ -42,7 +42,8 @@
  * and 1 vs 2 threads agree to ~1e-6 relative. A batch of one chunk runs
  * without a team. Every BLAS call is made from inside the team, where the
  * OpenMP build of OpenBLAS runs single-threaded (a pthreads OpenBLAS would
- * oversubscribe). Idle OpenMP threads must sleep (OMP_WAIT_POLICY=PASSIVE).
+ * oversubscribe). Idle OpenMP threads may spin when each has its own core
+ * (OMP_WAIT_POLICY=ACTIVE), and must sleep when cores are oversubscribed.
  * Memory: everything per call comes from the tape's arena (at 2 threads
  * about 10 MB for the object SPN at N = 768, 2 MB for the background SPN
  * on 256 scenes x 4 marginalisations through sp_spn_logp_multi). */
