@@ -19,8 +19,14 @@ void sp_arena_destroy(sp_arena *a);
 /* 64-byte aligned (a cache line, and enough for AVX-512 loads). Contents are
  * uninitialised. Returns NULL only when the system is out of memory. */
 void *sp_arena_alloc(sp_arena *a, size_t bytes);
-/* Same, zero-filled. */
+/* Same, zero-filled (by the OpenMP team for large blocks: a step zeroes
+ * tens of MB of gradient buffers, which on one thread was the largest
+ * serial part of a 2-thread SuPAIR step). */
 void *sp_arena_calloc(sp_arena *a, size_t bytes);
+
+/* memset(p, 0, bytes), split over the OpenMP team from 1 MB up when called
+ * outside a parallel region. */
+void sp_zero_bytes(void *p, size_t bytes);
 
 /* Forgets every allocation; keeps (and, if it spilled, coalesces) the memory. */
 void sp_arena_reset(sp_arena *a);

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <omp.h>
+
 #define ARENA_ALIGN 64
 
 typedef struct block {
@@ -84,9 +86,29 @@ void *sp_arena_alloc(sp_arena *a, size_t bytes) {
     return p;
 }
 
+/* Below this a zero fill stays on the calling thread (waking a team costs
+ * more than it saves). */
+#define ZERO_PAR_MIN ((size_t)1 << 20)
+
+void sp_zero_bytes(void *p, size_t bytes) {
+    if (bytes < ZERO_PAR_MIN || omp_in_parallel() || omp_get_max_threads() == 1) {
+        memset(p, 0, bytes);
+        return;
+    }
+#pragma omp parallel
+    {
+        /* one contiguous piece per thread, on cache-line boundaries */
+        const size_t nt = (size_t)omp_get_num_threads(), t = (size_t)omp_get_thread_num();
+        const size_t lines = (bytes + ARENA_ALIGN - 1) / ARENA_ALIGN;
+        size_t a0 = lines * t / nt * ARENA_ALIGN, a1 = lines * (t + 1) / nt * ARENA_ALIGN;
+        if (a1 > bytes) a1 = bytes;
+        if (a0 < a1) memset((unsigned char *)p + a0, 0, a1 - a0);
+    }
+}
+
 void *sp_arena_calloc(sp_arena *a, size_t bytes) {
     void *p = sp_arena_alloc(a, bytes);
-    if (p) memset(p, 0, bytes);
+    if (p) sp_zero_bytes(p, bytes);
     return p;
 }
 

@@ -1551,7 +1551,7 @@ static void spn_backward(void *vctx) {
     const sp_spn *s = c->s;
     const int nb = c->nb;
     const int nchunks = (c->N + nb - 1) / nb;
-    memset(c->partial, 0, (size_t)c->T * s->n_derived * sizeof(float));
+    sp_zero_bytes(c->partial, (size_t)c->T * s->n_derived * sizeof(float));
 #pragma omp parallel num_threads(c->T)
     {
         int t = omp_get_thread_num(), nt = omp_get_num_threads();
