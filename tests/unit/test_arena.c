@@ -2,8 +2,10 @@
  * reuse after reset, no mallocs after the first step, node order, gradient
  * accumulation, grad-disabled mode and failure propagation. */
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "supair/arena.h"
@@ -33,6 +35,29 @@ static void test_alignment(void) {
     CU_ASSERT_PTR_NULL(sp_arena_alloc(a, SIZE_MAX - 10));
     CU_ASSERT_PTR_NULL(sp_arena_alloc(a, (size_t)-4 * sizeof(float)));
     sp_arena_destroy(a);
+}
+
+static void test_zero_fill_threads(void) {
+    /* Large fills go through the OpenMP team: every byte of odd sizes at 1,
+     * 2 and 3 threads is zeroed, and nothing past the end is touched. */
+    const size_t sizes[] = {(size_t)1 << 20, ((size_t)3 << 20) + 37, ((size_t)1 << 20) - 1, 4097};
+    unsigned char *buf = malloc(((size_t)3 << 20) + 37 + 64);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(buf);
+    const int saved = omp_get_max_threads();
+    for (int th = 1; th <= 3; th++) {
+        omp_set_num_threads(th);
+        for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+            memset(buf, 0x5a, sizes[k] + 64);
+            sp_zero_bytes(buf + 1, sizes[k] - 1); /* unaligned start */
+            size_t bad = 0;
+            for (size_t i = 1; i < sizes[k]; i++) bad += buf[i] != 0;
+            CU_ASSERT_EQUAL(bad, 0);
+            CU_ASSERT_EQUAL(buf[0], 0x5a);
+            for (size_t i = sizes[k]; i < sizes[k] + 64; i++) CU_ASSERT_EQUAL(buf[i], 0x5a);
+        }
+    }
+    omp_set_num_threads(saved);
+    free(buf);
 }
 
 static void test_reset_reuses(void) {
@@ -270,6 +295,7 @@ static void test_failure_propagation(void) {
 static const sp_test_case arena_cases[] = {
     {"64-byte alignment and sizes", test_alignment},
     {"reset reuses the same memory", test_reset_reuses},
+    {"zero fills split over threads", test_zero_fill_threads},
     {"spill then coalesce: no mallocs after step 1", test_spill_then_coalesce},
     {NULL, NULL},
 };
