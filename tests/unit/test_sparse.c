@@ -145,10 +145,14 @@ static void test_product_shapes(void) {
     check_product(7, 90, 130, 0.25, 4); /* two slabs + a 2-wide tail */
     check_product(4, 30, 70, 0.0, 5);   /* all zero: y unchanged */
     check_product(64, 300, 256, 0.1, 6); /* large enough for a thread team */
+    /* B up to 2 MB is walked in row order over y, in column blocks of at
+     * most 256 KB of B: 480 KB here, 2 blocks */
+    check_product(40, 600, 200, 0.2, 8);
+    /* B past 2 MB (3.1 MB): the slab path */
+    check_product(16, 2600, 300, 0.1, 7);
 }
 
-static void test_threads_bit_identical(void) {
-    const int R = 128, C = 700, n = 520;
+static void threads_bit_identical(int R, int C, int n) {
     float *a = sparse_matrix(R, C, 0.12, 21);
     float *b = malloc((size_t)C * n * sizeof(float));
     float *y1 = calloc((size_t)R * n, sizeof(float)), *y2 = calloc((size_t)R * n, sizeof(float));
@@ -165,6 +169,11 @@ static void test_threads_bit_identical(void) {
     omp_set_num_threads(saved);
     CU_ASSERT_EQUAL(memcmp(y1, y2, (size_t)R * n * sizeof(float)), 0);
     csr_free(&m), free(a), free(b), free(y1), free(y2), free(scratch);
+}
+
+static void test_threads_bit_identical(void) {
+    threads_bit_identical(128, 700, 520); /* B 1.5 MB: row order, 6 column blocks */
+    threads_bit_identical(96, 2500, 256); /* B 2.6 MB: slabs */
 }
 
 static void test_nan_propagates(void) {
