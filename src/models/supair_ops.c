@@ -431,9 +431,16 @@ typedef struct om_ctx {
     sp_tensor *y;
 } om_ctx;
 
+/* Element-wise passes over B*K glimpses use a team from this many floats. */
+#define EW_OMP_MIN (1L << 16)
+
 static void om_backward(void *p) {
     om_ctx *k = p;
-    for (long e = 0; e < k->x->size; e++) k->x->grad[e] -= k->y->grad[e];
+    float *restrict gx = k->x->grad;
+    const float *restrict gy = k->y->grad;
+    const long n = k->x->size;
+#pragma omp parallel for simd schedule(static) if (n >= EW_OMP_MIN)
+    for (long e = 0; e < n; e++) gx[e] -= gy[e];
 }
 
 sp_tensor *sp_supair_one_minus(sp_tape *t, const sp_tensor *x) {
@@ -441,7 +448,11 @@ sp_tensor *sp_supair_one_minus(sp_tape *t, const sp_tensor *x) {
     const int rg = sp_needs_grad(x);
     sp_tensor *y = sp_tensor_new(t, x->ndim, x->shape, rg);
     if (!y) return NULL;
-    for (long e = 0; e < x->size; e++) y->val[e] = 1.0f - x->val[e];
+    float *restrict yv = y->val;
+    const float *restrict xv = x->val;
+    const long n = x->size;
+#pragma omp parallel for simd schedule(static) if (n >= EW_OMP_MIN)
+    for (long e = 0; e < n; e++) yv[e] = 1.0f - xv[e];
     if (rg && sp_tape_grad_enabled(t)) {
         om_ctx *k = sp_tape_alloc(t, sizeof *k);
         if (!k) return NULL;
@@ -501,6 +512,8 @@ static void elbo_backward(void *p) {
     elbo_ctx *k = p;
     const int K = k->K, P = k->P;
     const double dE = -(double)k->loss->grad[0];
+    /* Each scene writes only its own rows of every gradient. */
+#pragma omp parallel for schedule(static) if (k->B >= 64)
     for (int b = 0; b < k->B; b++) {
         scene_terms st;
         scene_eval(k, b, &st);
@@ -579,23 +592,29 @@ sp_tensor *sp_supair_elbo(sp_tape *t, sp_tensor *const *z, int K, const sp_tenso
     for (int s = 0; s < K; s++) k->z[s] = z[s];
     k->lpo = logp_obj, k->vis = vis, k->lpb = logp_bg, k->loss = loss, k->ov = ov;
     k->pr = *pr, k->B = B, k->K = K, k->P = P;
+    double *es = sp_tape_alloc(t, (size_t)B * sizeof(double));
+    if (!es) return NULL;
+#pragma omp parallel for schedule(static) if ((long)B * K * P >= EW_OMP_MIN)
     for (long r = 0; r < (long)B * K; r++) {
         const float *v = vis->val + r * P;
         double s = 0.0;
         for (int q = 0; q < P; q++) s += v[q];
         ov[r] = 1.0 - s / P;
     }
-    double total = 0.0;
+#pragma omp parallel for schedule(static) if (B >= 64)
     for (int b = 0; b < B; b++) {
         scene_terms st;
-        double e = scene_eval(k, b, &st);
-        total += e;
-        if (elbo_out) elbo_out[b] = e;
+        es[b] = scene_eval(k, b, &st);
         if (count_out) {
             double c = 0.0;
             for (int n = 1; n <= K; n++) c += n * st.q[n];
             count_out[b] = c;
         }
+    }
+    double total = 0.0; /* in scene order, whatever the threads */
+    for (int b = 0; b < B; b++) {
+        total += es[b];
+        if (elbo_out) elbo_out[b] = es[b];
     }
     loss->val[0] = (float)(-total);
     if (rg && sp_tape_grad_enabled(t))

@@ -5,6 +5,7 @@
  * Adam run that must lower the loss. Models here are shrunk (small LSTM and
  * SPNs) so the whole file runs in seconds; the scenes keep their 50x50. */
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,6 +209,54 @@ static void test_elbo_values(void) {
     SP_ASSERT_CLOSE(loss->val[0], -want, 1e-5 * fabs(want));
     SP_ASSERT_CLOSE(cnt, wc, 1e-12);
     sp_tape_destroy(t);
+}
+
+/* The ELBO and 1 - vis over 96 scenes (their OpenMP paths): the same bits
+ * at 1 and 2 threads, values and every gradient. */
+static void elbo_run(int threads, float *out, double *e) {
+    enum { B = 96, K = 3, P = 256 }; /* 73,728 visibilities: past EW_OMP_MIN */
+    omp_set_num_threads(threads);
+    sp_tape *t = sp_tape_create(1 << 20);
+    sp_tensor *z[K], *lpo = sp_tensor_1d(t, B * K, 1), *lpb = sp_tensor_1d(t, B * (K + 1), 1);
+    sp_tensor *vis = sp_tensor_2d(t, B * K, P, 1);
+    for (int k = 0; k < K; k++) {
+        z[k] = sp_tensor_2d(t, B, SP_SUPAIR_ZW, 1);
+        sp_gc_fill_uniform(z[k]->val, z[k]->size, 0.05f, 0.95f, 70 + k);
+    }
+    sp_gc_fill_uniform(lpo->val, lpo->size, -30, 30, 80);
+    sp_gc_fill_uniform(lpb->val, lpb->size, -300, 300, 81);
+    sp_gc_fill_uniform(vis->val, vis->size, 0, 1, 82);
+    sp_tensor *marg = sp_supair_one_minus(t, vis);
+    sp_supair_prior pr = {0.7f, 120.0f};
+    double cnt[B];
+    sp_tensor *loss = sp_supair_elbo(t, z, K, lpo, marg, lpb, &pr, e, cnt);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(loss);
+    sp_tape_backward(t, loss, 1.0f);
+    long o = 0;
+    out[o++] = loss->val[0];
+    for (int k = 0; k < K; k++)
+        for (long i = 0; i < z[k]->size; i++) out[o++] = z[k]->grad[i];
+    for (long i = 0; i < lpo->size; i++) out[o++] = lpo->grad[i];
+    for (long i = 0; i < lpb->size; i++) out[o++] = lpb->grad[i];
+    for (long i = 0; i < vis->size; i++) out[o++] = vis->grad[i];
+    for (int b = 0; b < B; b++) out[o++] = (float)cnt[b];
+    sp_tape_destroy(t);
+}
+
+static void test_elbo_threads(void) {
+    const long n = 1 + 3 * 96 * SP_SUPAIR_ZW + 96 * 3 + 96 * 4 + 96 * 3 * 256 + 96;
+    float *a = calloc((size_t)n, sizeof *a), *b = calloc((size_t)n, sizeof *b);
+    double ea[96], eb[96];
+    const int saved = omp_get_max_threads();
+    elbo_run(1, a, ea);
+    elbo_run(2, b, eb);
+    omp_set_num_threads(saved);
+    CU_ASSERT_EQUAL(memcmp(a, b, (size_t)n * sizeof *a), 0);
+    CU_ASSERT_EQUAL(memcmp(ea, eb, sizeof ea), 0);
+    long nz = 0;
+    for (long i = 0; i < n; i++) nz += a[i] != 0.0f;
+    CU_ASSERT(nz > n / 2); /* the gradients really flowed */
+    free(a), free(b);
 }
 
 /* ------------------------------------------------------ IoU helpers */
@@ -626,6 +675,7 @@ static const sp_test_case op_cases[] = {
     {"occlusion values", test_occlusion_values},
     {"elbo gradient", test_elbo_grad},
     {"elbo values", test_elbo_values},
+    {"elbo and 1 - vis: 1 and 2 threads bit for bit", test_elbo_threads},
     {"iou", test_iou},
     {NULL, NULL},
 };
