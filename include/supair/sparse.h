@@ -49,11 +49,8 @@ void sp_csr_fill(sp_csr *out, const float *x, int rows, int cols);
 void sp_csr_transpose(sp_csr *out, const sp_csr *in);
 
 /* y (a->rows, n) += A (a->rows, a->cols) B (a->cols, n); row-major dense,
- * leading dimensions n. When B is at most 2 MB (the weight gradient: B is
- * dy) y is walked row by row in address order, in column blocks whose part
- * of B stays in L2, OpenMP over rows; otherwise (the forward: B is the 10 MB
- * weight) over 64-column slabs of B, OpenMP over slabs. Teams only when the
- * work pays for one. scratch (slab path) (sp_csr_matmul_scratch(a->cols, the
+ * leading dimensions n. OpenMP over 64-column slabs when the work is large
+ * enough to pay for a team. scratch (sp_csr_matmul_scratch(a->cols, the
  * OpenMP thread count) floats) receives each slab of B contiguous before it
  * is used, which avoids cache-set conflicts when n * 4 bytes is a multiple
  * of 4 KB; NULL reads B in place (the same results, bit for bit). */

@@ -11,13 +11,7 @@
  * projection (n = 1024), so every row of the slab maps to the same few
  * cache sets, and an L2 of 8 ways kept ~32 KB of the 640 KB slab; the copy
  * costs one pass over the operand and made the forward product 2-3x
- * faster.
- *
- * A small dense operand (the weight gradient x^T dy, where it is dy: 512 KB
- * at 128 scenes) and a large output (the 10 MB gradient) call for the other
- * order: rows of y in address order, B read in place from L2. Slabs touched
- * y in 256-byte pieces 4 KB apart (a page each, no prefetch across pages);
- * row order made a whole SuPAIR step at 128 scenes 7.7% faster. */
+ * faster. */
 #include "supair/sparse.h"
 
 #include <omp.h>
@@ -155,62 +149,7 @@ static void slab_tail(float *restrict y, const sp_csr *a, const float *restrict 
 
 long sp_csr_matmul_scratch(int cols, int threads) { return (long)threads * cols * SLAB; }
 
-/* A dense operand up to this size is read in place, row-major order over y
- * (see sp_csr_matmul_add); column blocks keep each block of it this small. */
-#define ROWS_B_MAX ((size_t)2 << 20)
-#define ROWS_BLOCK_BYTES ((size_t)256 << 10)
-
-/* y[i, j0:j1) += A[i, :] B[:, j0:j1) for rows [r0, r1), one row at a
- * time over its slabs: y streams through memory in address order. */
-static void rows_block(float *restrict y, const sp_csr *a, const float *restrict b, int n, int r0,
-                       int r1, int j0, int j1) {
-    for (int i = r0; i < r1; i++) {
-        const int e0 = a->start[i], e1 = a->start[i + 1];
-        if (e0 == e1) continue;
-        float *yr = y + (size_t)i * n;
-        int j = j0;
-#if defined(__AVX2__) && defined(__FMA__)
-        for (; j + SLAB <= j1; j += SLAB) {
-            __m256 acc[SLAB / 8];
-            for (int q = 0; q < SLAB / 8; q++) acc[q] = _mm256_loadu_ps(yr + j + 8 * q);
-            for (int e = e0; e < e1; e++) {
-                const __m256 v = _mm256_set1_ps(a->val[e]);
-                const float *br = b + (size_t)a->col[e] * n + j;
-                for (int q = 0; q < SLAB / 8; q++)
-                    acc[q] = _mm256_fmadd_ps(v, _mm256_loadu_ps(br + 8 * q), acc[q]);
-            }
-            for (int q = 0; q < SLAB / 8; q++) _mm256_storeu_ps(yr + j + 8 * q, acc[q]);
-        }
-#endif
-        for (; j < j1; j++) {
-            float acc = yr[j];
-            for (int e = e0; e < e1; e++) acc += a->val[e] * b[(size_t)a->col[e] * n + j];
-            yr[j] = acc;
-        }
-    }
-}
-
 void sp_csr_matmul_add(float *y, const sp_csr *a, const float *b, int n, float *scratch) {
-    const size_t bbytes = (size_t)a->cols * n * sizeof(float);
-    if (bbytes <= ROWS_B_MAX) {
-        /* B fits the caches (the weight gradient x^T dy: B is dy, a batch
-         * of rows) while y is large (the 10 MB gradient): walking y row by
-         * row streams it in address order, where slabs would touch it in
-         * 256-byte pieces 4 KB apart, one page each. Columns go in blocks
-         * whose part of B stays in L2. */
-        int nblk = (int)((bbytes + ROWS_BLOCK_BYTES - 1) / ROWS_BLOCK_BYTES);
-        int bw = (n + nblk - 1) / nblk;
-        bw = (bw + SLAB - 1) / SLAB * SLAB;
-        const int rows = a->rows;
-#pragma omp parallel if (a->nnz * (long)n >= SPARSE_OMP_MIN)
-        {
-            const int nt = omp_get_num_threads(), t = omp_get_thread_num();
-            const int r0 = (int)((long)rows * t / nt), r1 = (int)((long)rows * (t + 1) / nt);
-            for (int j0 = 0; j0 < n; j0 += bw)
-                rows_block(y, a, b, n, r0, r1, j0, j0 + bw < n ? j0 + bw : n);
-        }
-        return;
-    }
     const int full = n / SLAB, w = n % SLAB;
     const int nslab = full + (w > 0);
 #pragma omp parallel for schedule(static) if (a->nnz * (long)n >= SPARSE_OMP_MIN && nslab > 1)

@@ -145,11 +145,8 @@ static void test_product_shapes(void) {
     check_product(7, 90, 130, 0.25, 4); /* two slabs + a 2-wide tail */
     check_product(4, 30, 70, 0.0, 5);   /* all zero: y unchanged */
     check_product(64, 300, 256, 0.1, 6); /* large enough for a thread team */
-    /* B up to 2 MB is walked in row order over y, in column blocks of at
-     * most 256 KB of B: 480 KB here, 2 blocks */
-    check_product(40, 600, 200, 0.2, 8);
-    /* B past 2 MB (3.1 MB): the slab path */
-    check_product(16, 2600, 300, 0.1, 7);
+    check_product(40, 600, 200, 0.2, 8);  /* several slabs per thread */
+    check_product(16, 2600, 300, 0.1, 7); /* B of 3.1 MB, the scale of the projection */
 }
 
 static void threads_bit_identical(int R, int C, int n) {
@@ -172,8 +169,8 @@ static void threads_bit_identical(int R, int C, int n) {
 }
 
 static void test_threads_bit_identical(void) {
-    threads_bit_identical(128, 700, 520); /* B 1.5 MB: row order, 6 column blocks */
-    threads_bit_identical(96, 2500, 256); /* B 2.6 MB: slabs */
+    threads_bit_identical(128, 700, 520);
+    threads_bit_identical(96, 2500, 256); /* B 2.6 MB */
 }
 
 static void test_nan_propagates(void) {
