@@ -1,6 +1,7 @@
 /* Tests of Adam (both forms) against hand-computed steps, gradient clipping,
  * the global norm and the finiteness check (optim.h). */
 #include <math.h>
+#include <stdint.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,22 +151,37 @@ static void test_adam_zero_grad_variant(void) {
     sp_params_free(&p2);
 }
 
+/* Two tables of one 40,003-float entry (a vector body, a scalar tail and
+ * several Adam chunks) with the same random values. */
+static void twin_params(sp_params *p1, sp_params *p2, uint64_t seed) {
+    sp_error err = {0};
+    sp_params *p[2] = {p1, p2};
+    for (int k = 0; k < 2; k++) {
+        sp_params_init(p[k]);
+        CU_ASSERT_EQUAL_FATAL(sp_params_add(p[k], "w", 1, (int[]){40003}, &err), 0);
+        CU_ASSERT_EQUAL_FATAL(sp_params_finalize(p[k], &err), SP_OK);
+    }
+    sp_gc_fill_uniform(p1->val, p1->total, -1.0f, 1.0f, seed);
+    memcpy(p2->val, p1->val, sizeof(float) * p1->total);
+}
+
+/* Values and moments the same bits; p2's gradient zeroed by its steps. */
+static void assert_same_step(const sp_params *p1, const sp_params *p2) {
+    const size_t bytes = (size_t)p1->total * sizeof(float);
+    CU_ASSERT_EQUAL(memcmp(p1->val, p2->val, bytes), 0);
+    CU_ASSERT_EQUAL(memcmp(p1->adam_m, p2->adam_m, bytes), 0);
+    CU_ASSERT_EQUAL(memcmp(p1->adam_v, p2->adam_v, bytes), 0);
+    for (long i = 0; i < p2->total; i++) CU_ASSERT_EQUAL(p2->grad[i], 0.0f);
+}
+
 static void test_adam_scaled_variant(void) {
     /* The trainer's fused average: sp_adam_step_zero_grad_scaled(g, s) and
      * sp_grad_global_norm_scaled bit for bit sp_grad_scale(s) followed by
      * the unscaled calls, over a vector body, a scalar tail and several
      * chunks (40,003 parameters, gradient sums of a 256 batch). */
-    sp_error err = {0};
     sp_params p1, p2;
-    sp_params_init(&p1);
-    sp_params_init(&p2);
-    CU_ASSERT_EQUAL_FATAL(sp_params_add(&p1, "w", 1, (int[]){40003}, &err), 0);
-    CU_ASSERT_EQUAL_FATAL(sp_params_add(&p2, "w", 1, (int[]){40003}, &err), 0);
-    CU_ASSERT_EQUAL_FATAL(sp_params_finalize(&p1, &err), SP_OK);
-    CU_ASSERT_EQUAL_FATAL(sp_params_finalize(&p2, &err), SP_OK);
+    twin_params(&p1, &p2, 12);
     const long n = p1.total;
-    sp_gc_fill_uniform(p1.val, n, -1.0f, 1.0f, 12);
-    memcpy(p2.val, p1.val, sizeof(float) * n);
     sp_adam a1, a2;
     sp_adam_init(&a1, SP_ADAM_PYTORCH, 1e-3f);
     sp_adam_init(&a2, SP_ADAM_PYTORCH, 1e-3f);
@@ -179,10 +195,7 @@ static void test_adam_scaled_variant(void) {
         sp_adam_step_zero_grad(&p1, &a1, -1);
         sp_adam_step_zero_grad_scaled(&p2, &a2, -1, s);
     }
-    CU_ASSERT_EQUAL(memcmp(p1.val, p2.val, (size_t)n * sizeof(float)), 0);
-    CU_ASSERT_EQUAL(memcmp(p1.adam_m, p2.adam_m, (size_t)n * sizeof(float)), 0);
-    CU_ASSERT_EQUAL(memcmp(p1.adam_v, p2.adam_v, (size_t)n * sizeof(float)), 0);
-    for (long i = 0; i < n; i++) CU_ASSERT_EQUAL(p2.grad[i], 0.0f);
+    assert_same_step(&p1, &p2);
     sp_params_free(&p1);
     sp_params_free(&p2);
 }
@@ -192,17 +205,9 @@ static void test_adam_slices_make_the_whole_step(void) {
      * sp_adam (same t). Three slices (16-float aligned, one past the scalar
      * tail and several chunks) give the whole step bit for bit, and a slice's
      * step touches nothing outside it. */
-    sp_error err = {0};
     sp_params p1, p2;
-    sp_params_init(&p1);
-    sp_params_init(&p2);
-    CU_ASSERT_EQUAL_FATAL(sp_params_add(&p1, "w", 1, (int[]){40003}, &err), 0);
-    CU_ASSERT_EQUAL_FATAL(sp_params_add(&p2, "w", 1, (int[]){40003}, &err), 0);
-    CU_ASSERT_EQUAL_FATAL(sp_params_finalize(&p1, &err), SP_OK);
-    CU_ASSERT_EQUAL_FATAL(sp_params_finalize(&p2, &err), SP_OK);
+    twin_params(&p1, &p2, 13);
     const long n = p1.total, cut[4] = {0, 8192 + 48, 30000, n};
-    sp_gc_fill_uniform(p1.val, n, -1.0f, 1.0f, 13);
-    memcpy(p2.val, p1.val, sizeof(float) * n);
     sp_adam a1, a2[3];
     sp_adam_init(&a1, SP_ADAM_LASAGNE, 1e-3f);
     for (int k = 0; k < 3; k++) a2[k] = a1;
@@ -217,10 +222,7 @@ static void test_adam_slices_make_the_whole_step(void) {
             if (k < 2) CU_ASSERT_NOT_EQUAL(p2.grad[cut[k + 1]], 0.0f); /* the next slice's: untouched */
         }
     }
-    CU_ASSERT_EQUAL(memcmp(p1.val, p2.val, (size_t)n * sizeof(float)), 0);
-    CU_ASSERT_EQUAL(memcmp(p1.adam_m, p2.adam_m, (size_t)n * sizeof(float)), 0);
-    CU_ASSERT_EQUAL(memcmp(p1.adam_v, p2.adam_v, (size_t)n * sizeof(float)), 0);
-    for (long i = 0; i < n; i++) CU_ASSERT_EQUAL(p2.grad[i], 0.0f);
+    assert_same_step(&p1, &p2);
     /* The array helpers are the whole-buffer functions over a range. */
     sp_gc_fill_uniform(p1.grad, n, -4.0f, 4.0f, 50);
     memcpy(p2.grad, p1.grad, sizeof(float) * n);
