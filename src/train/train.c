@@ -986,8 +986,8 @@ static int share_params(trainer *T, sp_error *err) {
                     sp_dist_sharedp_groups(T->sharedp), sp_dist_sharedp_group_size(T->sharedp),
                     sp_dist_sharedp_group_size(T->sharedp));
         else
-            sp_info("gradients: nodes hold different numbers of ranks: grad_reduce=node falls "
-                    "back to the allreduce (grad_reduce=mpi)");
+            sp_info("gradients: the parameter groups would differ in size (grad_group, or nodes "
+                    "with different rank counts): grad_reduce=node falls back to the allreduce");
     }
     return SP_OK;
 }
