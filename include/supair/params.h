@@ -20,6 +20,12 @@ typedef struct sp_param_entry {
     int shape[SP_MAX_DIMS];
     long offset;    /* in floats, into each buffer */
     long size;
+    /* Storage order in memory: 0 = row-major (C order, as in checkpoints);
+     * w > 0 = a 2-D (rows, cols) entry kept as cols / w column slabs, each a
+     * contiguous row-major (rows, w) block, for kernels that walk it a slab
+     * at a time (SuPAIR's input projection). Checkpoints always hold the
+     * row-major order; see sp_params_to_row_major. */
+    int slab;
 } sp_param_entry;
 
 typedef struct sp_params {
@@ -48,6 +54,20 @@ void sp_params_free(sp_params *p);
  * shape, out of memory, already finalized). */
 int sp_params_add(sp_params *p, const char *name, int ndim, const int *shape, sp_error *err);
 int sp_params_finalize(sp_params *p, sp_error *err);
+/* Before finalize: keep 2-D entry i in column slabs of w floats (see
+ * sp_param_entry.slab); its column count must divide by w. */
+int sp_params_set_slab(sp_params *p, int i, int w, sp_error *err);
+/* Whole buffers (total floats) between memory order and row-major order:
+ * slabbed entries are permuted, everything else copied. src != dst. */
+void sp_params_to_row_major(const sp_params *p, const float *src, float *dst);
+void sp_params_from_row_major(const sp_params *p, const float *src, float *dst);
+/* Entry i's values were just written in row-major order (an initialiser):
+ * puts them in memory order (a no-op unless slabbed), so an initialisation
+ * gives the same parameters whatever the storage order. */
+int sp_params_entry_to_memory_order(sp_params *p, int i, sp_error *err);
+/* 1 when any entry is slabbed (the conversions above are then needed). */
+int sp_params_any_slab(const sp_params *p);
+
 /* Index of a name, or -1. */
 int sp_params_find(const sp_params *p, const char *name);
 /* A tape tensor viewing entry i's values and gradients. */

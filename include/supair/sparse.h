@@ -57,4 +57,15 @@ void sp_csr_transpose(sp_csr *out, const sp_csr *in);
 void sp_csr_matmul_add(float *y, const sp_csr *a, const float *b, int n, float *scratch);
 long sp_csr_matmul_scratch(int cols, int threads);
 
+/* Column slabs (params.h's slabbed entries): a (rows, n) matrix kept as n /
+ * SP_SPARSE_SLAB contiguous (rows, SP_SPARSE_SLAB) blocks; n must divide by
+ * SP_SPARSE_SLAB. The same sums in the same order as sp_csr_matmul_add.
+ *   _bslabs: y (row-major) += A B with B in slabs, read in place (no copy);
+ *   _yslabs: Y in slabs += A B with B row-major (scratch as above): each of
+ *            Y's slabs is written contiguously instead of 256 bytes per
+ *            row at a row-length stride (the 10 MB weight gradient). */
+#define SP_SPARSE_SLAB 64
+void sp_csr_matmul_add_bslabs(float *y, const sp_csr *a, const float *b, int n);
+void sp_csr_matmul_add_yslabs(float *y, const sp_csr *a, const float *b, int n, float *scratch);
+
 #endif

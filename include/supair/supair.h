@@ -79,6 +79,13 @@ typedef struct sp_supair_bounds {
  * background) goes through the sparse kernels of sparse.h, forward and for
  * dW; the result differs from sgemm's only in float summation order. */
 sp_tensor *sp_supair_linear(sp_tape *t, const sp_tensor *x, const sp_tensor *W, const sp_tensor *b);
+/* The same with W (D, G) stored in column slabs (params.h sp_params_set_slab
+ * with SP_SPARSE_SLAB; G must divide by it): the sparse forward reads W's
+ * slabs in place and the sparse dW writes each slab contiguously (SuPAIR's
+ * 10 MB lstm/W_x). The same sums in the same order as sp_supair_linear on
+ * the row-major W. */
+sp_tensor *sp_supair_linear_slabs(sp_tape *t, const sp_tensor *x, const sp_tensor *W,
+                                  const sp_tensor *b);
 
 /* The per-step head and z_where posterior: h (B, H) -> sigmoid(h W1 + b1)
  * (B, A) -> o = . W2 + b2 (B, 9) -> z rows (B, SP_SUPAIR_ZW) as above, with

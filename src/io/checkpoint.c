@@ -236,8 +236,29 @@ static int write_contents(hid_t f, const sp_params *p, const sp_ckpt_meta *meta,
     return 0;
 }
 
+static int write_file(const char *path, const sp_params *p, const sp_ckpt_meta *meta,
+                      const sp_ckpt_array *state, int n_state, sp_error *err);
+
 int sp_ckpt_write(const char *path, const sp_params *p, const sp_ckpt_meta *meta,
                   const sp_ckpt_array *state, int n_state, sp_error *err) {
+    if (!sp_params_any_slab(p)) return write_file(path, p, meta, state, n_state, err);
+    /* Files hold row-major arrays whatever the memory order: a copy of the
+     * three buffers in that order (entries keep their offsets). */
+    const size_t total = (size_t)p->total;
+    float *rm = malloc(3 * total * sizeof *rm);
+    if (!rm) return sp_fail(err, SP_ERUNTIME, "%s: out of memory for the row-major copy", path);
+    sp_params lp = *p;
+    lp.val = rm, lp.adam_m = rm + total, lp.adam_v = rm + 2 * total;
+    sp_params_to_row_major(p, p->val, lp.val);
+    sp_params_to_row_major(p, p->adam_m, lp.adam_m);
+    sp_params_to_row_major(p, p->adam_v, lp.adam_v);
+    int rc = write_file(path, &lp, meta, state, n_state, err);
+    free(rm);
+    return rc;
+}
+
+static int write_file(const char *path, const sp_params *p, const sp_ckpt_meta *meta,
+                      const sp_ckpt_array *state, int n_state, sp_error *err) {
     sp_h5_quiet();
     int rc = check_finite(p, state, n_state, err);
     if (rc) return sp_error_wrap(err, "%s", path);
@@ -589,6 +610,20 @@ int sp_ckpt_load(const char *path, sp_params *p, sp_ckpt_meta *meta, sp_ckpt_sta
     }
     rc = read_state(f, path, &st, err);
     if (rc) goto done;
+    if (sp_params_any_slab(p)) {
+        /* memory order for slabbed entries: permuted into the free part
+         * of scratch, then pointed at */
+        float *mo = realloc(scratch, 6 * total * sizeof *scratch);
+        if (!mo) {
+            rc = sp_fail(err, SP_ERUNTIME, "out of memory loading %s", path);
+            goto done;
+        }
+        scratch = mo;
+        for (int k = 0; k < 3; k++) {
+            sp_params_from_row_major(p, scratch + k * total, scratch + (3 + k) * total);
+            bufs[k] = scratch + (3 + k) * total;
+        }
+    }
     /* Entry by entry so the buffers' zero padding stays as it is. */
     float *dst[3] = {p->val, p->adam_m, p->adam_v};
     for (int k = 0; k < 3; k++)

@@ -15,6 +15,7 @@
 #include "supair/init.h"
 #include "supair/rng.h"
 #include "supair/rnn.h"
+#include "supair/sparse.h"
 #include "supair/spn.h"
 #include "supair/stn.h"
 #include "supair/supair.h"
@@ -90,6 +91,7 @@ typedef struct supair {
     uint64_t structure_seed;
     sp_spn *obj, *bg;
     int i_wx, i_wh, i_b, i_w1, i_b1, i_w2, i_b2;
+    int wx_slabs; /* lstm/W_x kept in column slabs (sp_supair_linear_slabs) */
     sp_supair_profile *prof;
 } supair;
 
@@ -222,7 +224,12 @@ static int supair_create(void **out, const sp_config *cfg, sp_params *p, sp_erro
         goto fail;
     }
     const int G4 = 4 * m->H;
+    /* W_x (10 MB) in column slabs when its width allows: the sparse input
+     * projection then reads it, and writes its gradient, a slab at a time
+     * in address order (sparse.h); checkpoints stay row-major. */
+    m->wx_slabs = G4 % SP_SPARSE_SLAB == 0;
     if ((rc = add(p, &m->i_wx, "lstm/W_x", 2, (int[]){SCENE_PX, G4}, err)) ||
+        (m->wx_slabs && (rc = sp_params_set_slab(p, m->i_wx, SP_SPARSE_SLAB, err))) ||
         (rc = add(p, &m->i_wh, "lstm/W_h", 2, (int[]){m->H, G4}, err)) ||
         (rc = add(p, &m->i_b, "lstm/b", 1, (int[]){G4}, err)) ||
         (rc = add(p, &m->i_w1, "head/W1", 2, (int[]){m->H, m->A}, err)) ||
@@ -295,7 +302,8 @@ static int forward(supair *m, sp_tape *t, const sp_params *p, const float *x, in
 
     // inference network: the input projection is the same at every step
     mark(m, t, SP_SUPAIR_T_REST, &t0);
-    sp_tensor *xproj = sp_supair_linear(t, X, Wx, bl);
+    sp_tensor *xproj = m->wx_slabs ? sp_supair_linear_slabs(t, X, Wx, bl)
+                                   : sp_supair_linear(t, X, Wx, bl);
     sp_tensor *h = NULL, *c = NULL;
     for (int s = 0; s < K; s++) {
         sp_tensor *hn, *cn;
@@ -410,8 +418,9 @@ int sp_supair_infer(void *mv, sp_tape *t, const sp_params *p, const float *x, in
     int was = sp_tape_grad_enabled(t);
     sp_tape_set_grad(t, 0);
     sp_tensor *X = sp_tensor_view(t, (float *)x, NULL, 2, (int[]){n, SCENE_PX});
-    sp_tensor *xproj = sp_supair_linear(t, X, sp_params_tensor(t, p, m->i_wx),
-                                        sp_params_tensor(t, p, m->i_b));
+    sp_tensor *Wx = sp_params_tensor(t, p, m->i_wx), *bl = sp_params_tensor(t, p, m->i_b);
+    sp_tensor *xproj = m->wx_slabs ? sp_supair_linear_slabs(t, X, Wx, bl)
+                                   : sp_supair_linear(t, X, Wx, bl);
     sp_tensor *W1 = sp_params_tensor(t, p, m->i_w1), *b1 = sp_params_tensor(t, p, m->i_b1);
     sp_tensor *W2 = sp_params_tensor(t, p, m->i_w2), *b2 = sp_params_tensor(t, p, m->i_b2);
     sp_tensor *h = NULL, *c = NULL;

@@ -38,28 +38,58 @@ typedef struct lin_ctx {
     sp_csr xt; /* x^T in CSR when the forward went sparse (xt.start NULL otherwise) */
     float *scratch; /* sp_csr_matmul_add's slab copies, room for x and for x^T */
     int B, D, G;
+    int slabs; /* W (and its gradient) kept in column slabs of SP_SPARSE_SLAB */
 } lin_ctx;
+
+/* The dense products with W in slabs: one sgemm per slab.
+ *   y (B, G) += x (B, D) W:       per slab s, y[:, s] += x W_s
+ *   dW_s (D, S) += x^T dy[:, s]
+ *   dx (B, D) += dy[:, s] W_s^T */
+static void slab_gemms(int what, int B, int D, int G, const float *x, float *W, float *y,
+                       float *dx) {
+    const int S = SP_SPARSE_SLAB;
+    for (int s = 0; s < G / S; s++) {
+        float *Ws = W + (size_t)s * D * S;
+        if (what == 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, S, D, 1.0f, x, D, Ws, S,
+                        1.0f, y + (size_t)s * S, G);
+        else if (what == 1)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, D, S, B, 1.0f, x, D,
+                        y + (size_t)s * S, G, 1.0f, Ws, S);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, D, S, 1.0f, y + (size_t)s * S,
+                        G, Ws, S, 1.0f, dx, D);
+    }
+}
 
 static void lin_backward(void *p) {
     lin_ctx *k = p;
     const float *dy = k->y->grad;
-    if (sp_needs_grad(k->W) && k->xt.start)  // dW (D,G) += x^T (D,B) dy (B,G), x^T sparse
-        sp_csr_matmul_add(k->W->grad, &k->xt, dy, k->G, k->scratch);
-    else if (sp_needs_grad(k->W))
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k->D, k->G, k->B, 1.0f, k->x->val,
-                    k->D, dy, k->G, 1.0f, k->W->grad, k->G);
-    if (sp_needs_grad(k->x))  // dx (B,D) += dy (B,G) W^T (G,D)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, k->B, k->D, k->G, 1.0f, dy, k->G,
-                    k->W->val, k->G, 1.0f, k->x->grad, k->D);
+    if (sp_needs_grad(k->W) && k->xt.start) {  // dW (D,G) += x^T (D,B) dy (B,G), x^T sparse
+        if (k->slabs) sp_csr_matmul_add_yslabs(k->W->grad, &k->xt, dy, k->G, k->scratch);
+        else sp_csr_matmul_add(k->W->grad, &k->xt, dy, k->G, k->scratch);
+    } else if (sp_needs_grad(k->W)) {
+        if (k->slabs) slab_gemms(1, k->B, k->D, k->G, k->x->val, k->W->grad, (float *)dy, NULL);
+        else
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k->D, k->G, k->B, 1.0f, k->x->val,
+                        k->D, dy, k->G, 1.0f, k->W->grad, k->G);
+    }
+    if (sp_needs_grad(k->x)) {  // dx (B,D) += dy (B,G) W^T (G,D)
+        if (k->slabs) slab_gemms(2, k->B, k->D, k->G, NULL, k->W->val, (float *)dy, k->x->grad);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, k->B, k->D, k->G, 1.0f, dy, k->G,
+                        k->W->val, k->G, 1.0f, k->x->grad, k->D);
+    }
     if (k->b && sp_needs_grad(k->b))
         for (int i = 0; i < k->B; i++)
             for (int g = 0; g < k->G; g++) k->b->grad[g] += dy[(size_t)i * k->G + g];
 }
 
-sp_tensor *sp_supair_linear(sp_tape *t, const sp_tensor *x, const sp_tensor *W, const sp_tensor *b) {
+static sp_tensor *linear(sp_tape *t, const sp_tensor *x, const sp_tensor *W, const sp_tensor *b,
+                         int slabs) {
     if (!x || !W) return NULL;
     if (!shape2(x, -1, -1) || !shape2(W, x->shape[1], -1) ||
-        (b && (b->size != W->shape[1]))) {
+        (b && (b->size != W->shape[1])) || (slabs && W->shape[1] % SP_SPARSE_SLAB)) {
         sp_tape_set_failed(t);
         return NULL;
     }
@@ -96,7 +126,8 @@ sp_tensor *sp_supair_linear(sp_tape *t, const sp_tensor *x, const sp_tensor *W, 
                                        sizeof(float));
         if (!xs.col || !xs.val || !scratch) return NULL;
         sp_csr_fill(&xs, x->val, B, D);
-        sp_csr_matmul_add(y->val, &xs, W->val, G, scratch);
+        if (slabs) sp_csr_matmul_add_bslabs(y->val, &xs, W->val, G);
+        else sp_csr_matmul_add(y->val, &xs, W->val, G, scratch);
         if (record && sp_needs_grad(W)) {
             xt = (sp_csr){.start = sp_tape_alloc(t, (size_t)(D + 1) * sizeof(int)),
                           .col = sp_tape_alloc(t, cap * sizeof(int)),
@@ -104,15 +135,26 @@ sp_tensor *sp_supair_linear(sp_tape *t, const sp_tensor *x, const sp_tensor *W, 
             if (!xt.start || !xt.col || !xt.val) return NULL;
             sp_csr_transpose(&xt, &xs);
         }
+    } else if (slabs) {
+        slab_gemms(0, B, D, G, x->val, W->val, y->val, NULL);
     } else {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, G, D, 1.0f, x->val, D, W->val,
                     G, 1.0f, y->val, G);
     }
     if (record) {
-        *k = (lin_ctx){x, W, b, y, xt, scratch, B, D, G};
+        *k = (lin_ctx){x, W, b, y, xt, scratch, B, D, G, slabs};
         if (sp_tape_record(t, lin_backward, k)) return NULL;
     }
     return y;
+}
+
+sp_tensor *sp_supair_linear(sp_tape *t, const sp_tensor *x, const sp_tensor *W, const sp_tensor *b) {
+    return linear(t, x, W, b, 0);
+}
+
+sp_tensor *sp_supair_linear_slabs(sp_tape *t, const sp_tensor *x, const sp_tensor *W,
+                                  const sp_tensor *b) {
+    return linear(t, x, W, b, 1);
 }
 
 /* ------------------------------------------------------------------ head */

@@ -170,7 +170,7 @@ int sp_init_param_uniform(sp_params *p, const char *name, float lo, float hi, ui
     int i = entry(p, name, 0, err);
     if (i < 0) return err ? err->code : SP_EINPUT;
     sp_init_uniform(sp_params_val(p, i), p->entries[i].size, lo, hi, seed, (uint32_t)i);
-    return SP_OK;
+    return sp_params_entry_to_memory_order(p, i, err);
 }
 
 int sp_init_param_trunc_normal(sp_params *p, const char *name, float std, uint64_t seed,
@@ -178,7 +178,7 @@ int sp_init_param_trunc_normal(sp_params *p, const char *name, float std, uint64
     int i = entry(p, name, 0, err);
     if (i < 0) return err ? err->code : SP_EINPUT;
     sp_init_trunc_normal(sp_params_val(p, i), p->entries[i].size, std, seed, (uint32_t)i);
-    return SP_OK;
+    return sp_params_entry_to_memory_order(p, i, err);
 }
 
 int sp_init_param_glorot(sp_params *p, const char *name, int fan_in, int fan_out, uint64_t seed,
@@ -191,7 +191,7 @@ int sp_init_param_glorot(sp_params *p, const char *name, int fan_in, int fan_out
     }
     sp_init_glorot_uniform(sp_params_val(p, i), p->entries[i].size, fan_in, fan_out, seed,
                            (uint32_t)i);
-    return SP_OK;
+    return sp_params_entry_to_memory_order(p, i, err);
 }
 
 int sp_init_param_orthogonal(sp_params *p, const char *name, int nblocks, float gain,
@@ -201,6 +201,7 @@ int sp_init_param_orthogonal(sp_params *p, const char *name, int nblocks, float 
     int rc = sp_init_orthogonal_blocks(sp_params_val(p, i), p->entries[i].shape[0],
                                        p->entries[i].shape[1], nblocks, gain, seed, (uint32_t)i,
                                        err);
+    if (!rc) rc = sp_params_entry_to_memory_order(p, i, err);
     if (rc) sp_error_wrap(err, "parameter '%s'", name);
     return rc;
 }

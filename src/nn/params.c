@@ -111,6 +111,58 @@ int sp_params_find(const sp_params *p, const char *name) {
     return -1;
 }
 
+int sp_params_set_slab(sp_params *p, int i, int w, sp_error *err) {
+    if (i < 0 || i >= p->n_entries) return sp_fail(err, SP_EINPUT, "params: no entry %d", i);
+    sp_param_entry *e = &p->entries[i];
+    if (p->val) return sp_fail(err, SP_ERUNTIME, "params: '%s': slabs set after finalize", e->name);
+    if (e->ndim != 2 || w <= 0 || e->shape[1] % w)
+        return sp_fail(err, SP_EINPUT, "params: '%s' cannot be kept in slabs of %d columns", e->name,
+                       w);
+    e->slab = w;
+    return SP_OK;
+}
+
+int sp_params_any_slab(const sp_params *p) {
+    for (int i = 0; i < p->n_entries; i++)
+        if (p->entries[i].slab) return 1;
+    return 0;
+}
+
+/* Element (r, c) of a slabbed (rows, cols) entry sits at slab c / w, row r,
+ * column c % w: offset (c / w) rows w + r w + c % w. s and d: the entry's
+ * data, distinct. */
+static void permute_entry(const sp_param_entry *e, const float *s, float *d, int to_row_major) {
+    const int rows = e->shape[0], cols = e->shape[1], w = e->slab;
+    for (int k = 0; k < cols / w; k++)
+        for (int r = 0; r < rows; r++) {
+            const size_t blk = ((size_t)k * rows + r) * w, rm = (size_t)r * cols + (size_t)k * w;
+            if (to_row_major) memcpy(d + rm, s + blk, (size_t)w * sizeof(float));
+            else memcpy(d + blk, s + rm, (size_t)w * sizeof(float));
+        }
+}
+
+static void convert(const sp_params *p, const float *src, float *dst, int to_row_major) {
+    memcpy(dst, src, (size_t)p->total * sizeof(float));
+    for (int i = 0; i < p->n_entries; i++) {
+        const sp_param_entry *e = &p->entries[i];
+        if (e->slab) permute_entry(e, src + e->offset, dst + e->offset, to_row_major);
+    }
+}
+
+int sp_params_entry_to_memory_order(sp_params *p, int i, sp_error *err) {
+    const sp_param_entry *e = &p->entries[i];
+    if (!e->slab) return SP_OK;
+    float *tmp = malloc((size_t)e->size * sizeof *tmp);
+    if (!tmp) return sp_fail(err, SP_ERUNTIME, "params: out of memory reordering '%s'", e->name);
+    memcpy(tmp, p->val + e->offset, (size_t)e->size * sizeof *tmp);
+    permute_entry(e, tmp, p->val + e->offset, 0);
+    free(tmp);
+    return SP_OK;
+}
+
+void sp_params_to_row_major(const sp_params *p, const float *src, float *dst) { convert(p, src, dst, 1); }
+void sp_params_from_row_major(const sp_params *p, const float *src, float *dst) { convert(p, src, dst, 0); }
+
 sp_tensor *sp_params_tensor(sp_tape *t, const sp_params *p, int i) {
     if (i < 0 || i >= p->n_entries || !p->val) {
         sp_tape_set_failed(t);

@@ -20,9 +20,7 @@
 #include <immintrin.h>
 #endif
 
-#ifndef SLAB
-#define SLAB 64
-#endif
+#define SLAB SP_SPARSE_SLAB
 /* Below this many multiply-adds a team costs more than it saves. */
 #define SPARSE_OMP_MIN (1L << 20)
 /* Dense inputs of fewer floats are converted to CSR on one thread. */
@@ -148,6 +146,26 @@ static void slab_tail(float *restrict y, const sp_csr *a, const float *restrict 
 }
 
 long sp_csr_matmul_scratch(int cols, int threads) { return (long)threads * cols * SLAB; }
+
+void sp_csr_matmul_add_bslabs(float *y, const sp_csr *a, const float *b, int n) {
+    const int nslab = n / SLAB;
+    /* each slab of B is already contiguous: no copy */
+#pragma omp parallel for schedule(static) if (a->nnz * (long)n >= SPARSE_OMP_MIN && nslab > 1)
+    for (int s = 0; s < nslab; s++)
+        slab_full(y, a, b + (size_t)s * a->cols * SLAB, SLAB, n, s * SLAB);
+}
+
+void sp_csr_matmul_add_yslabs(float *y, const sp_csr *a, const float *b, int n, float *scratch) {
+    const int nslab = n / SLAB;
+#pragma omp parallel for schedule(static) if (a->nnz * (long)n >= SPARSE_OMP_MIN && nslab > 1)
+    for (int s = 0; s < nslab; s++) {
+        /* the slab of B contiguous (as sp_csr_matmul_add), Y's slab is */
+        float *bs = scratch + (size_t)omp_get_thread_num() * a->cols * SLAB;
+        for (int r = 0; r < a->cols; r++)
+            memcpy(bs + (size_t)r * SLAB, b + (size_t)r * n + (size_t)s * SLAB, SLAB * sizeof(float));
+        slab_full(y + (size_t)s * a->rows * SLAB, a, bs, SLAB, SLAB, 0);
+    }
+}
 
 void sp_csr_matmul_add(float *y, const sp_csr *a, const float *b, int n, float *scratch) {
     const int full = n / SLAB, w = n % SLAB;

@@ -163,6 +163,48 @@ static int count_files(const char *prefix) {
     return n;
 }
 
+/* A slabbed entry (params.h: kept in column slabs in memory): the file
+ * holds it row-major (what h5py users read), the load puts it back in
+ * memory order, and the rest is untouched. */
+static void test_slabbed_entry(void) {
+    new_run_dir();
+    sp_error err;
+    sp_params p, q, plain;
+    sp_params *all[3] = {&p, &q, &plain};
+    int sw[2] = {3, 8}, sb[1] = {5};
+    for (int k = 0; k < 3; k++) {
+        sp_params_init(all[k]);
+        CU_ASSERT_FATAL(sp_params_add(all[k], "enc/W", 2, sw, &err) == 0);
+        CU_ASSERT_FATAL(sp_params_add(all[k], "enc/b", 1, sb, &err) == 1);
+        if (k < 2) CU_ASSERT_EQUAL_FATAL(sp_params_set_slab(all[k], 0, 4, &err), SP_OK);
+        CU_ASSERT_FATAL(sp_params_finalize(all[k], &err) == SP_OK);
+    }
+    CU_ASSERT_EQUAL(sp_params_set_slab(&p, 0, 4, &err), SP_ERUNTIME); /* after finalize */
+    /* W[r][c] = 10 r + c, in memory order: slab k holds columns 4k..4k+3 of every row */
+    fill(&p, 9); /* arbitrary moments (and values, W's set again below) */
+    for (int c = 0; c < 8; c++)
+        for (int r = 0; r < 3; r++) p.val[((c / 4) * 3 + r) * 4 + c % 4] = (float)(10 * r + c);
+    sp_ckpt_meta m = meta_for(5);
+    char path[512];
+    CU_ASSERT_EQUAL_FATAL(sp_ckpt_save(run_dir, &p, &m, NULL, 0, 3, path, sizeof path, &err), SP_OK);
+    /* the file, read as a plain row-major table */
+    CU_ASSERT_EQUAL_FATAL(sp_ckpt_load(path, &plain, NULL, NULL, &err), SP_OK);
+    for (int r = 0; r < 3; r++)
+        for (int c = 0; c < 8; c++) CU_ASSERT_EQUAL(plain.val[r * 8 + c], (float)(10 * r + c));
+    CU_ASSERT_EQUAL_FATAL(sp_ckpt_load(path, &q, NULL, NULL, &err), SP_OK);
+    CU_ASSERT(entries_equal(&p, &q));
+    float *rm = malloc((size_t)p.total * sizeof *rm), *mo = malloc((size_t)p.total * sizeof *mo);
+    CU_ASSERT_FATAL(rm && mo);
+    sp_params_to_row_major(&p, p.val, rm);
+    for (int r = 0; r < 3; r++)
+        for (int c = 0; c < 8; c++) CU_ASSERT_EQUAL(rm[r * 8 + c], (float)(10 * r + c));
+    sp_params_from_row_major(&p, rm, mo);
+    CU_ASSERT_EQUAL(memcmp(mo, p.val, (size_t)p.total * sizeof *mo), 0);
+    free(rm), free(mo);
+    for (int k = 0; k < 3; k++) sp_params_free(all[k]);
+    remove_run_dir();
+}
+
 static void test_nan_refused(void) {
     new_run_dir();
     sp_params p;
@@ -465,6 +507,7 @@ static void test_fnv_vectors(void) {
 static const sp_test_case ckpt_cases[] = {
     {"FNV-1a test vectors", test_fnv_vectors},
     {"round trip is byte-exact", test_round_trip},
+    {"slabbed entry: row-major in the file, memory order after load", test_slabbed_entry},
     {"NaN/Inf refused", test_nan_refused},
     {"keep newest K, never best", test_keep_k},
     {"damaged newest falls back", test_damaged_fallback},

@@ -222,6 +222,105 @@ static void test_sparse_linear_matches_dense(void) {
     sp_tape_destroy(t);
 }
 
+/* (rows, n) row-major <-> column slabs of SP_SPARSE_SLAB (params.h). */
+static void to_slabs(const float *rm, float *sl, int rows, int n) {
+    const int S = SP_SPARSE_SLAB;
+    for (int k = 0; k < n / S; k++)
+        for (int r = 0; r < rows; r++)
+            memcpy(sl + ((size_t)k * rows + r) * S, rm + (size_t)r * n + (size_t)k * S,
+                   S * sizeof(float));
+}
+
+/* The slab kernels: the same bits as the row-major kernel, 1 and 2 threads. */
+static void test_slab_kernels(void) {
+    const int R = 96, C = 700, n = 3 * SP_SPARSE_SLAB;
+    float *a = sparse_matrix(R, C, 0.12, 41);
+    float *b = malloc((size_t)C * n * sizeof(float)), *bs = malloc((size_t)C * n * sizeof(float));
+    float *y0 = malloc((size_t)R * n * sizeof(float)), *y1 = malloc((size_t)R * n * sizeof(float));
+    float *yT = malloc((size_t)C * n * sizeof(float)), *yTs = malloc((size_t)C * n * sizeof(float));
+    float *want = malloc((size_t)C * n * sizeof(float));
+    float *dy = malloc((size_t)R * n * sizeof(float));
+    sp_gc_fill_uniform(b, (long)C * n, -1, 1, 42);
+    sp_gc_fill_uniform(dy, (long)R * n, -1, 1, 43);
+    to_slabs(b, bs, C, n);
+    long nnz = sp_count_nonzeros(a, (long)R * C);
+    sp_csr m = csr_alloc(R, nnz), mt = csr_alloc(C, nnz);
+    sp_csr_from_dense(&m, a, R, C);
+    sp_csr_transpose(&mt, &m);
+    float *scratch = malloc((size_t)sp_csr_matmul_scratch(C, 2) * sizeof(float));
+    const int saved = omp_get_max_threads();
+    for (int th = 1; th <= 2; th++) {
+        omp_set_num_threads(th);
+        sp_gc_fill_uniform(y0, (long)R * n, -1, 1, 44);
+        memcpy(y1, y0, (size_t)R * n * sizeof(float));
+        sp_csr_matmul_add(y0, &m, b, n, scratch);
+        sp_csr_matmul_add_bslabs(y1, &m, bs, n);
+        CU_ASSERT_EQUAL(memcmp(y0, y1, (size_t)R * n * sizeof(float)), 0);
+        /* the transposed product into a slabbed y */
+        sp_gc_fill_uniform(yT, (long)C * n, -1, 1, 45);
+        to_slabs(yT, yTs, C, n);
+        sp_csr_matmul_add(yT, &mt, dy, n, scratch);
+        sp_csr_matmul_add_yslabs(yTs, &mt, dy, n, scratch);
+        to_slabs(yT, want, C, n);
+        CU_ASSERT_EQUAL(memcmp(yTs, want, (size_t)C * n * sizeof(float)), 0);
+    }
+    omp_set_num_threads(saved);
+    csr_free(&m), csr_free(&mt);
+    free(a), free(b), free(bs), free(y0), free(y1), free(yT), free(yTs), free(want), free(dy);
+    free(scratch);
+}
+
+/* sp_supair_linear_slabs: gradients through both paths (a sparse x without
+ * gradient; a dense x with one, through the per-slab sgemms). */
+static sp_tensor *build_slab_linear(sp_tape *t, sp_tensor **in, void *ctx) {
+    if (ctx) return sp_supair_linear_slabs(t, in[0], in[1], in[2]);
+    sp_tensor *xs = sp_tensor_2d(t, in[0]->shape[0], in[0]->shape[1], 0);
+    for (long e = 0; e < xs->size; e++) xs->val[e] = (e * 7) % 10 == 3 ? in[0]->val[e] : 0.0f;
+    return sp_supair_linear_slabs(t, xs, in[1], in[2]);
+}
+
+static void test_slab_linear_grad(void) {
+    const int G = 2 * SP_SPARSE_SLAB;
+    sp_gc_input sparse[3] = {{2, {6, 150}, -1, 1, 0}, {2, {150, G}, -1, 1, 1}, {1, {G}, -1, 1, 1}};
+    SP_ASSERT_GRADCHECK(build_slab_linear, NULL, 3, sparse, 14, SP_GC_ATOL, SP_GC_RTOL);
+    int dense = 1;
+    sp_gc_input full[3] = {{2, {5, 30}, -1, 1, 1}, {2, {30, G}, -1, 1, 1}, {1, {G}, -1, 1, 1}};
+    SP_ASSERT_GRADCHECK(build_slab_linear, &dense, 3, full, 15, SP_GC_ATOL, SP_GC_RTOL);
+}
+
+/* The slab op on slabbed W equals the row-major op: y and dW bit for bit
+ * on the sparse path. */
+static void test_slab_linear_matches(void) {
+    const int B = 24, D = 500, G = 2 * SP_SPARSE_SLAB;
+    sp_tape *t = sp_tape_create(1 << 22);
+    sp_tensor *x = sp_tensor_2d(t, B, D, 0);
+    sp_tensor *W = sp_tensor_2d(t, D, G, 1), *Ws = sp_tensor_2d(t, D, G, 1);
+    sp_tensor *b = sp_tensor_1d(t, G, 0);
+    float *xv = sparse_matrix(B, D, 0.1, 51);
+    memcpy(x->val, xv, (size_t)B * D * sizeof(float));
+    sp_gc_fill_uniform(W->val, W->size, -1, 1, 52);
+    sp_gc_fill_uniform(b->val, b->size, -1, 1, 53);
+    to_slabs(W->val, Ws->val, D, G);
+    sp_tensor *y = sp_supair_linear(t, x, W, b), *ys = sp_supair_linear_slabs(t, x, Ws, b);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(y);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ys);
+    CU_ASSERT_EQUAL(memcmp(y->val, ys->val, (size_t)B * G * sizeof(float)), 0);
+    sp_gc_fill_uniform(y->grad, y->size, -1, 1, 54);
+    memcpy(ys->grad, y->grad, (size_t)B * G * sizeof(float));
+    sp_tape_backward(t, sp_tensor_1d(t, 1, 1), 1.0f); /* runs the nodes on the seeded y grads */
+    float *want = malloc((size_t)D * G * sizeof(float));
+    to_slabs(W->grad, want, D, G);
+    CU_ASSERT_EQUAL(memcmp(Ws->grad, want, (size_t)D * G * sizeof(float)), 0);
+    long nz = 0;
+    for (long e = 0; e < Ws->size; e++) nz += Ws->grad[e] != 0.0f;
+    CU_ASSERT(nz > Ws->size / 2);
+    /* a width that is not a whole number of slabs is refused */
+    sp_tensor *Wbad = sp_tensor_2d(t, D, G + 8, 0);
+    CU_ASSERT_PTR_NULL(sp_supair_linear_slabs(t, x, Wbad, NULL));
+    free(want), free(xv);
+    sp_tape_destroy(t);
+}
+
 static const sp_test_case cases[] = {
     {"CSR round trip and transpose", test_csr_round_trip},
     {"CSR of a scene-sized batch at 1 and 2 threads", test_csr_large_threads},
@@ -230,6 +329,9 @@ static const sp_test_case cases[] = {
     {"NaN in the sparse operand propagates", test_nan_propagates},
     {"sparse input projection gradients", test_sparse_linear_grad},
     {"sparse input projection matches the sgemm path", test_sparse_linear_matches_dense},
+    {"slab kernels: the row-major kernel's bits, 1 and 2 threads", test_slab_kernels},
+    {"input projection with W in slabs: gradients", test_slab_linear_grad},
+    {"input projection with W in slabs equals the row-major op", test_slab_linear_matches},
     {NULL, NULL},
 };
 
