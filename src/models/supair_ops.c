@@ -41,25 +41,31 @@ typedef struct lin_ctx {
     int slabs; /* W (and its gradient) kept in column slabs of SP_SPARSE_SLAB */
 } lin_ctx;
 
-/* The dense products with W in slabs: one sgemm per slab.
- *   y (B, G) += x (B, D) W:       per slab s, y[:, s] += x W_s
- *   dW_s (D, S) += x^T dy[:, s]
- *   dx (B, D) += dy[:, s] W_s^T */
-static void slab_gemms(int what, int B, int D, int G, const float *x, float *W, float *y,
-                       float *dx) {
+/* The dense products with W (D, G) in slabs W_s (D, S): one sgemm each. */
+#define SLABS_OF(G) ((G) / SP_SPARSE_SLAB)
+
+/* y (B, G) += x (B, D) W: y[:, s] += x W_s */
+static void slab_forward(int B, int D, int G, const float *x, const float *W, float *y) {
     const int S = SP_SPARSE_SLAB;
-    for (int s = 0; s < G / S; s++) {
-        float *Ws = W + (size_t)s * D * S;
-        if (what == 0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, S, D, 1.0f, x, D, Ws, S,
-                        1.0f, y + (size_t)s * S, G);
-        else if (what == 1)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, D, S, B, 1.0f, x, D,
-                        y + (size_t)s * S, G, 1.0f, Ws, S);
-        else
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, D, S, 1.0f, y + (size_t)s * S,
-                        G, Ws, S, 1.0f, dx, D);
-    }
+    for (int s = 0; s < SLABS_OF(G); s++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, S, D, 1.0f, x, D,
+                    W + (size_t)s * D * S, S, 1.0f, y + (size_t)s * S, G);
+}
+
+/* dW_s (D, S) += x^T dy[:, s] */
+static void slab_dw(int B, int D, int G, const float *x, const float *dy, float *dW) {
+    const int S = SP_SPARSE_SLAB;
+    for (int s = 0; s < SLABS_OF(G); s++)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, D, S, B, 1.0f, x, D,
+                    dy + (size_t)s * S, G, 1.0f, dW + (size_t)s * D * S, S);
+}
+
+/* dx (B, D) += dy[:, s] W_s^T over the slabs */
+static void slab_dx(int B, int D, int G, const float *dy, const float *W, float *dx) {
+    const int S = SP_SPARSE_SLAB;
+    for (int s = 0; s < SLABS_OF(G); s++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, D, S, 1.0f, dy + (size_t)s * S, G,
+                    W + (size_t)s * D * S, S, 1.0f, dx, D);
 }
 
 static void lin_backward(void *p) {
@@ -69,13 +75,13 @@ static void lin_backward(void *p) {
         if (k->slabs) sp_csr_matmul_add_yslabs(k->W->grad, &k->xt, dy, k->G, k->scratch);
         else sp_csr_matmul_add(k->W->grad, &k->xt, dy, k->G, k->scratch);
     } else if (sp_needs_grad(k->W)) {
-        if (k->slabs) slab_gemms(1, k->B, k->D, k->G, k->x->val, k->W->grad, (float *)dy, NULL);
+        if (k->slabs) slab_dw(k->B, k->D, k->G, k->x->val, dy, k->W->grad);
         else
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k->D, k->G, k->B, 1.0f, k->x->val,
                         k->D, dy, k->G, 1.0f, k->W->grad, k->G);
     }
     if (sp_needs_grad(k->x)) {  // dx (B,D) += dy (B,G) W^T (G,D)
-        if (k->slabs) slab_gemms(2, k->B, k->D, k->G, NULL, k->W->val, (float *)dy, k->x->grad);
+        if (k->slabs) slab_dx(k->B, k->D, k->G, dy, k->W->val, k->x->grad);
         else
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, k->B, k->D, k->G, 1.0f, dy, k->G,
                         k->W->val, k->G, 1.0f, k->x->grad, k->D);
@@ -136,7 +142,7 @@ static sp_tensor *linear(sp_tape *t, const sp_tensor *x, const sp_tensor *W, con
             sp_csr_transpose(&xt, &xs);
         }
     } else if (slabs) {
-        slab_gemms(0, B, D, G, x->val, W->val, y->val, NULL);
+        slab_forward(B, D, G, x->val, W->val, y->val);
     } else {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, G, D, 1.0f, x->val, D, W->val,
                     G, 1.0f, y->val, G);
