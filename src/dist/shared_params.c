@@ -19,6 +19,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 #include "supair/error.h"
 
@@ -168,6 +171,17 @@ int sp_dist_sharedp_create(sp_dist *d, sp_params *p, int group, sp_dist_sharedp 
 /* Chunk of the slice reduction: small enough for L1 with two operands. */
 #define RED_CHUNK 2048
 
+/* out[i] = a[i] + b[i]; out may be a or b (each vector is loaded before it
+ * is stored, so the in-place case needs no copy). */
+static void add_into(float *out, const float *a, const float *b, long n) {
+    long i = 0;
+#if defined(__AVX2__)
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_add_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+#endif
+    for (; i < n; i++) out[i] = a[i] + b[i];
+}
+
 int sp_dist_sharedp_reduce(sp_dist_sharedp *s, sp_error *err) {
     int rc = hand_over(s, "Barrier(gradients ready)", err);
     if (rc) return rc;
@@ -179,17 +193,20 @@ int sp_dist_sharedp_reduce(sp_dist_sharedp *s, sp_error *err) {
         const long nchunks = (hi - lo + RED_CHUNK - 1) / RED_CHUNK;
 #pragma omp parallel for schedule(static) if (hi - lo >= (1L << 16))
         for (long c = 0; c < nchunks; c++) {
-            const long a = lo + c * RED_CHUNK, b = a + RED_CHUNK < hi ? a + RED_CHUNK : hi;
-            float acc[RED_CHUNK];
-            /* Members in rank order: the same sum whichever rank computes it. */
-            memcpy(acc, slot[0] + a, (size_t)(b - a) * sizeof(float));
-            for (int q = 1; q < L; q++) {
-                const float *restrict g = slot[q] + a;
-                for (long i = 0; i < b - a; i++) acc[i] += g[i];
+            const long a = lo + c * RED_CHUNK, n = (a + RED_CHUNK < hi ? a + RED_CHUNK : hi) - a;
+            /* Members in rank order, (((g0 + g1) + g2) + ...): the same sum
+             * whichever rank computes it; the last addition lands in this
+             * rank's own buffer. */
+            if (L == 2) {
+                add_into(slot[me] + a, slot[0] + a, slot[1] + a, n);
+            } else {
+                float acc[RED_CHUNK];
+                add_into(acc, slot[0] + a, slot[1] + a, n);
+                for (int q = 2; q < L - 1; q++) add_into(acc, acc, slot[q] + a, n);
+                add_into(slot[me] + a, acc, slot[L - 1] + a, n);
             }
             for (int q = 0; q < L; q++)
-                if (q != me) memset(slot[q] + a, 0, (size_t)(b - a) * sizeof(float));
-            memcpy(slot[me] + a, acc, (size_t)(b - a) * sizeof(float));
+                if (q != me) memset(slot[q] + a, 0, (size_t)n * sizeof(float));
         }
     }
     if (s->groups > 1) {
