@@ -85,10 +85,56 @@ void sp_dist_free(sp_dist *d) {
     free(d);
 }
 
+/* ---- shared-memory windows (the node's scenes, node-shared parameters) */
+
+int sp_dist_win_allocate(MPI_Comm comm, size_t bytes, int noncontig, MPI_Win *win, void **base,
+                         const char *what, sp_error *err) {
+    MPI_Info info = MPI_INFO_NULL;
+    if (noncontig) {
+        MPI_Info_create(&info);
+        MPI_Info_set(info, "alloc_shared_noncontig", "true");
+    }
+    *win = MPI_WIN_NULL;
+    int rc = MPI_Win_allocate_shared((MPI_Aint)bytes, 64, info, comm, base, win);
+    if (info != MPI_INFO_NULL) MPI_Info_free(&info);
+    if (rc != MPI_SUCCESS) {
+        *win = MPI_WIN_NULL;
+        return sp_dist_mpi_fail(err, rc, what);
+    }
+    MPI_Win_set_errhandler(*win, MPI_ERRORS_RETURN); /* errors come back as codes */
+    /* One passive epoch for the window's life: loads and stores between
+     * hand-overs (sp_dist_win_handover) need no further calls. */
+    rc = MPI_Win_lock_all(MPI_MODE_NOCHECK, *win);
+    if (rc != MPI_SUCCESS) {
+        MPI_Win_free(win);
+        return sp_dist_mpi_fail(err, rc, what);
+    }
+    return SP_OK;
+}
+
+int sp_dist_win_handover(MPI_Win win, MPI_Comm comm, double *comm_s, const char *what,
+                         sp_error *err) {
+    /* Every rank's stores, then the barrier, then every rank's view
+     * refreshed: the shared-window pattern of the MPI-3 memory model. */
+    double t0 = MPI_Wtime();
+    MPI_Win_sync(win);
+    int rc = MPI_Barrier(comm);
+    MPI_Win_sync(win);
+    if (comm_s) *comm_s += MPI_Wtime() - t0;
+    return rc == MPI_SUCCESS ? SP_OK : sp_dist_mpi_fail(err, rc, what);
+}
+
+void sp_dist_win_free(MPI_Win *win) {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (finalized || *win == MPI_WIN_NULL) return;
+    MPI_Win_unlock_all(*win);
+    MPI_Win_free(win);
+}
+
 struct sp_dist_shm {
     MPI_Comm node; /* the sp_dist's, not owned */
     MPI_Win win;
-    int locked;
 };
 
 int sp_dist_node_alloc(sp_dist *d, size_t bytes, sp_dist_shm **out, void **ptr, int *leader,
@@ -96,49 +142,34 @@ int sp_dist_node_alloc(sp_dist *d, size_t bytes, sp_dist_shm **out, void **ptr, 
     *out = NULL, *ptr = NULL, *leader = 0;
     sp_dist_shm *s = calloc(1, sizeof *s);
     if (!s) return sp_fail(err, SP_ERUNTIME, "out of memory for a shared-memory window");
-    s->node = d->node, s->win = MPI_WIN_NULL;
+    s->node = d->node;
     *leader = d->local_rank == 0;
     /* Only the leader's part has bytes: the block is one contiguous copy. */
     void *base = NULL;
-    int rc = MPI_Win_allocate_shared(*leader ? (MPI_Aint)bytes : 0, 1, MPI_INFO_NULL, s->node,
-                                     &base, &s->win);
-    if (rc != MPI_SUCCESS) {
+    int rc = sp_dist_win_allocate(s->node, *leader ? bytes : 0, 0, &s->win, &base,
+                                  "Win_allocate_shared(node data)", err);
+    if (rc) {
         free(s);
-        return sp_dist_mpi_fail(err, rc, "Win_allocate_shared(node data)");
+        return rc;
     }
-    MPI_Win_set_errhandler(s->win, MPI_ERRORS_RETURN); /* errors come back as codes */
     MPI_Aint size;
     int unit;
-    rc = MPI_Win_shared_query(s->win, 0, &size, &unit, ptr);
-    if (rc == MPI_SUCCESS) rc = MPI_Win_lock_all(MPI_MODE_NOCHECK, s->win);
-    s->locked = rc == MPI_SUCCESS;
-    if (rc != MPI_SUCCESS) {
+    int mrc = MPI_Win_shared_query(s->win, 0, &size, &unit, ptr);
+    if (mrc != MPI_SUCCESS) {
         sp_dist_node_free(s);
-        return sp_dist_mpi_fail(err, rc, "Win_shared_query(node data)");
+        return sp_dist_mpi_fail(err, mrc, "Win_shared_query(node data)");
     }
     *out = s;
     return SP_OK;
 }
 
 int sp_dist_node_publish(sp_dist_shm *s, sp_error *err) {
-    /* The leader's stores, then the barrier, then every rank's view
-     * refreshed: the shared-window pattern of the MPI-3 memory model. */
-    MPI_Win_sync(s->win);
-    int rc = MPI_Barrier(s->node);
-    MPI_Win_sync(s->win);
-    return rc == MPI_SUCCESS ? SP_OK : sp_dist_mpi_fail(err, rc, "Barrier(node data)");
+    return sp_dist_win_handover(s->win, s->node, NULL, "Barrier(node data)", err);
 }
 
 void sp_dist_node_free(sp_dist_shm *s) {
     if (!s) return;
-    int finalized = 0;
-    MPI_Finalized(&finalized);
-    if (!finalized) {
-        if (s->win != MPI_WIN_NULL) {
-            if (s->locked) MPI_Win_unlock_all(s->win);
-            MPI_Win_free(&s->win);
-        }
-    }
+    sp_dist_win_free(&s->win);
     free(s);
 }
 

@@ -25,4 +25,16 @@ struct sp_dist {
 /* sp_fail with MPI's own description of rc. */
 int sp_dist_mpi_fail(sp_error *err, int rc, const char *what);
 
+/* MPI-3 shared windows over comm (ranks of one node): allocate this rank's
+ * bytes (noncontig: each rank's part allocated apart, for first-touch NUMA
+ * placement), errors returned, inside one lock_all epoch; a hand-over makes
+ * every rank's stores visible to all (sync, barrier, sync; its wait added
+ * to *comm_s when not NULL); free ends the epoch (a no-op after
+ * MPI_Finalize or on MPI_WIN_NULL). */
+int sp_dist_win_allocate(MPI_Comm comm, size_t bytes, int noncontig, MPI_Win *win, void **base,
+                         const char *what, sp_error *err);
+int sp_dist_win_handover(MPI_Win win, MPI_Comm comm, double *comm_s, const char *what,
+                         sp_error *err);
+void sp_dist_win_free(MPI_Win *win);
+
 #endif

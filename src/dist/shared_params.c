@@ -30,10 +30,8 @@ struct sp_dist_sharedp {
     MPI_Comm group;     /* owned: the ranks sharing one copy */
     MPI_Comm cross;     /* owned: the ranks holding the same slice in every group (NULL: one group) */
     MPI_Win win;
-    int locked;
     int l, L;           /* this rank's index in its group, the group size */
     int groups;         /* number of groups in d */
-    long total;         /* floats per buffer */
     long lo, hi;        /* this rank's slice */
     float **slot;       /* (L) every member's gradient buffer */
 };
@@ -53,25 +51,20 @@ void sp_dist_sharedp_slice(const sp_dist_sharedp *s, long *lo, long *hi) {
 int sp_dist_sharedp_group_size(const sp_dist_sharedp *s) { return s->L; }
 int sp_dist_sharedp_groups(const sp_dist_sharedp *s) { return s->groups; }
 
-static void free_comms(sp_dist_sharedp *s) {
+static void destroy(sp_dist_sharedp *s) {
+    sp_dist_win_free(&s->win);
     int finalized = 0;
     MPI_Finalized(&finalized);
-    if (finalized) return;
-    if (s->win != MPI_WIN_NULL) {
-        if (s->locked) MPI_Win_unlock_all(s->win);
-        MPI_Win_free(&s->win);
+    if (!finalized) {
+        if (s->group != MPI_COMM_NULL) MPI_Comm_free(&s->group);
+        if (s->cross != MPI_COMM_NULL) MPI_Comm_free(&s->cross);
     }
-    if (s->group != MPI_COMM_NULL) MPI_Comm_free(&s->group);
-    if (s->cross != MPI_COMM_NULL) MPI_Comm_free(&s->cross);
+    free(s->slot);
+    free(s);
 }
 
 static int hand_over(sp_dist_sharedp *s, const char *what, sp_error *err) {
-    double t0 = MPI_Wtime();
-    MPI_Win_sync(s->win);
-    int rc = MPI_Barrier(s->group);
-    MPI_Win_sync(s->win);
-    s->d->comm_s += MPI_Wtime() - t0;
-    return rc == MPI_SUCCESS ? SP_OK : sp_dist_mpi_fail(err, rc, what);
+    return sp_dist_win_handover(s->win, s->group, &s->d->comm_s, what, err);
 }
 
 int sp_dist_sharedp_create(sp_dist *d, sp_params *p, int group, sp_dist_sharedp **out,
@@ -80,73 +73,51 @@ int sp_dist_sharedp_create(sp_dist *d, sp_params *p, int group, sp_dist_sharedp 
     if (group < 0) return sp_fail(err, SP_EINPUT, "grad_group %d: must be >= 0", group);
     sp_dist_sharedp *s = calloc(1, sizeof *s);
     if (!s) return sp_fail(err, SP_ERUNTIME, "out of memory for the shared parameters");
-    s->d = d, s->group = s->cross = MPI_COMM_NULL, s->win = MPI_WIN_NULL, s->total = p->total;
+    s->d = d, s->group = s->cross = MPI_COMM_NULL, s->win = MPI_WIN_NULL;
+    int rc = SP_OK, mrc;
     const int color = group > 0 ? d->local_rank / group : 0;
-    int rc = MPI_Comm_split(d->node, color, d->local_rank, &s->group);
-    if (rc != MPI_SUCCESS) {
-        free(s);
-        return sp_dist_mpi_fail(err, rc, "Comm_split(parameter group)");
+    if ((mrc = MPI_Comm_split(d->node, color, d->local_rank, &s->group)) != MPI_SUCCESS) {
+        rc = sp_dist_mpi_fail(err, mrc, "Comm_split(parameter group)");
+        goto fail;
     }
     MPI_Comm_rank(s->group, &s->l);
     MPI_Comm_size(s->group, &s->L);
     /* Every group must cut the buffer the same way: equal sizes everywhere. */
     int mm[2] = {-s->L, s->L};
-    rc = MPI_Allreduce(MPI_IN_PLACE, mm, 2, MPI_INT, MPI_MAX, d->comm);
-    if (rc != MPI_SUCCESS) {
-        free_comms(s), free(s);
-        return sp_dist_mpi_fail(err, rc, "Allreduce(parameter group sizes)");
+    if ((mrc = MPI_Allreduce(MPI_IN_PLACE, mm, 2, MPI_INT, MPI_MAX, d->comm)) != MPI_SUCCESS) {
+        rc = sp_dist_mpi_fail(err, mrc, "Allreduce(parameter group sizes)");
+        goto fail;
     }
-    if (-mm[0] != mm[1]) {
-        /* Not an error: the caller falls back to the plain allreduce. */
-        free_comms(s), free(s);
-        return SP_OK;
-    }
+    if (-mm[0] != mm[1]) goto fail; /* not an error: the caller keeps the allreduce */
     s->groups = d->size / s->L;
-    if (s->groups > 1) {
-        rc = MPI_Comm_split(d->comm, s->l, d->rank, &s->cross);
-        if (rc != MPI_SUCCESS) {
-            free_comms(s), free(s);
-            return sp_dist_mpi_fail(err, rc, "Comm_split(slice holders)");
-        }
+    if (s->groups > 1 &&
+        (mrc = MPI_Comm_split(d->comm, s->l, d->rank, &s->cross)) != MPI_SUCCESS) {
+        rc = sp_dist_mpi_fail(err, mrc, "Comm_split(slice holders)");
+        goto fail;
     }
-    s->slot = calloc((size_t)s->L, sizeof *s->slot);
-    if (!s->slot) {
-        free_comms(s), free(s);
-        return sp_fail(err, SP_ERUNTIME, "out of memory for the shared parameters");
+    if (!(s->slot = calloc((size_t)s->L, sizeof *s->slot))) {
+        rc = sp_fail(err, SP_ERUNTIME, "out of memory for the shared parameters");
+        goto fail;
     }
-    /* Each rank's part starts with its gradient buffer; the group's first
-     * rank adds the values and both moments. Non-contiguous parts let each
-     * rank's buffer live on its own NUMA node (first touch). */
+    /* Each rank's part is its gradient buffer; the group's first rank adds
+     * the values and both moments. Parts allocated apart let each rank's
+     * buffer live on its own NUMA node (first touch). */
     const size_t fb = (size_t)p->total * sizeof(float);
-    MPI_Info info;
-    MPI_Info_create(&info);
-    MPI_Info_set(info, "alloc_shared_noncontig", "true");
     void *base = NULL;
-    rc = MPI_Win_allocate_shared((MPI_Aint)(s->l == 0 ? 4 * fb : fb), 64, info, s->group, &base,
-                                 &s->win);
-    MPI_Info_free(&info);
-    if (rc != MPI_SUCCESS) {
-        s->win = MPI_WIN_NULL;
-        free(s->slot), free_comms(s), free(s);
-        return sp_dist_mpi_fail(err, rc, "Win_allocate_shared(parameters)");
-    }
-    MPI_Win_set_errhandler(s->win, MPI_ERRORS_RETURN);
-    float *first = NULL;
-    for (int q = 0; q < s->L && rc == MPI_SUCCESS; q++) {
+    if ((rc = sp_dist_win_allocate(s->group, s->l == 0 ? 4 * fb : fb, 1, &s->win, &base,
+                                   "Win_allocate_shared(parameters)", err)))
+        goto fail;
+    for (int q = 0; q < s->L; q++) {
         MPI_Aint size;
         int unit;
         void *ptr = NULL;
-        rc = MPI_Win_shared_query(s->win, q, &size, &unit, &ptr);
+        if ((mrc = MPI_Win_shared_query(s->win, q, &size, &unit, &ptr)) != MPI_SUCCESS) {
+            rc = sp_dist_mpi_fail(err, mrc, "Win_shared_query(parameters)");
+            goto fail;
+        }
         s->slot[q] = ptr;
-        if (q == 0) first = ptr;
     }
-    if (rc == MPI_SUCCESS) rc = MPI_Win_lock_all(MPI_MODE_NOCHECK, s->win);
-    s->locked = rc == MPI_SUCCESS;
-    if (rc != MPI_SUCCESS) {
-        free(s->slot), free_comms(s), free(s);
-        return sp_dist_mpi_fail(err, rc, "Win_shared_query(parameters)");
-    }
-    float *val = first + p->total, *m = val + p->total, *v = m + p->total;
+    float *val = s->slot[0] + p->total, *m = val + p->total, *v = m + p->total;
     float *own = s->slot[s->l];
     /* Every replica holds the same values here (broadcast from rank 0). */
     if (s->l == 0) {
@@ -157,15 +128,15 @@ int sp_dist_sharedp_create(sp_dist *d, sp_params *p, int group, sp_dist_sharedp 
     memcpy(own, p->grad, fb);
     s->lo = slice_start(p->total, s->l, s->L);
     s->hi = slice_start(p->total, s->l + 1, s->L);
-    if ((rc = hand_over(s, "Barrier(shared parameters)", err))) {
-        free(s->slot), free_comms(s), free(s);
-        return rc;
-    }
+    if ((rc = hand_over(s, "Barrier(shared parameters)", err))) goto fail;
     free(p->val), free(p->grad), free(p->adam_m), free(p->adam_v);
     p->val = val, p->grad = own, p->adam_m = m, p->adam_v = v;
     p->external = 1;
     *out = s;
     return SP_OK;
+fail:
+    destroy(s);
+    return rc;
 }
 
 /* Chunk of the slice reduction: small enough for L1 with two operands. */
@@ -246,7 +217,5 @@ void sp_dist_sharedp_free(sp_dist_sharedp *s, sp_params *p) {
         p->val = p->grad = p->adam_m = p->adam_v = NULL;
         p->external = 0;
     }
-    free_comms(s);
-    free(s->slot);
-    free(s);
+    destroy(s);
 }
