@@ -745,6 +745,37 @@ static void advance(trainer *T) {
     }
 }
 
+/* Sums the loss and train terms over the ranks; averages over the global
+ * batch into *loss_out and terms. */
+static int reduce_terms(trainer *T, double *local, double *terms, double *loss_out, sp_error *err) {
+    const int nt = T->vt->n_train_terms + 1;
+    int rc = sp_dist_reduce_doubles(T->dist, local, nt, 0, err);
+    if (rc) return rc;
+    *loss_out = local[0] / T->global_b;
+    for (int i = 1; i < nt; i++) terms[i - 1] = local[i] / T->global_b;
+    return SP_OK;
+}
+
+/* Clipping and the Adam step over gradient elements [lo, hi) (the whole
+ * buffer, or this rank's slice of node-shared parameters), whose reduced
+ * SUMS still need the average gscale; gnorm is the averaged gradient's
+ * global norm. Zeroes the range's gradient. */
+static void apply_update(trainer *T, long lo, long hi, double gnorm, float gscale) {
+    float *g = T->params.grad + lo;
+    const long n = hi - lo;
+    double cn = sp_config_float(T->cfg, "clip_norm"), cv = sp_config_float(T->cfg, "clip_value");
+    if (cn > 0 || cv > 0) { /* clipping works on the averaged gradient */
+        sp_floats_scale(g, n, gscale);
+        gscale = 1.0f;
+    }
+    /* as sp_clip_global_norm: rescale to cn when above it */
+    if (cn > 0 && cn / (gnorm + 1e-6) < 1.0) sp_floats_scale(g, n, (float)(cn / (gnorm + 1e-6)));
+    if (cv > 0) sp_floats_clip(g, n, (float)cv);
+    double lr = step_lr(T);
+    sp_adam_step_slice(&T->params, &T->adam, (float)lr, gscale, lo, hi);
+    T->last_lr = lr;
+}
+
 /* The rest of a step under grad_reduce=node (dist.h, node-shared
  * parameters): backward into this rank's own gradient buffer, this rank's
  * slice summed over the group (and allreduced across groups), the norm from
@@ -754,41 +785,22 @@ static void advance(trainer *T) {
 static int finish_shared(trainer *T, int rc, sp_tensor *loss, double *local, double t0,
                          double *terms, double *loss_out, double *gnorm, double *compute_s,
                          double *comm_s, int *applied, sp_error *err) {
-    const sp_model_vtable *vt = T->vt;
     sp_dist_comm_take(T->dist);
     if (!rc) sp_tape_backward(T->tape, loss, 1.0f);
     int frc = rc;
     /* An MPI failure here cannot be agreed on any more: returned at once. */
     if ((rc = sp_dist_sharedp_reduce(T->sharedp, err))) return rc;
-    if ((rc = agree(T, frc, err))) return rc;
-    int nt = vt->n_train_terms + 1;
-    if ((rc = sp_dist_reduce_doubles(T->dist, local, nt, 0, err))) return rc;
-    *loss_out = local[0] / T->global_b;
-    for (int i = 1; i < nt; i++) terms[i - 1] = local[i] / T->global_b;
+    if ((rc = agree(T, frc, err)) || (rc = reduce_terms(T, local, terms, loss_out, err))) return rc;
     long lo, hi;
     sp_dist_sharedp_slice(T->sharedp, &lo, &hi);
-    float *g = T->params.grad + lo;
-    const long n = hi - lo;
-    float gscale = 1.0f / (float)T->global_b;
-    double ss = sp_floats_sum_squares(g, n, gscale);
+    const float gscale = 1.0f / (float)T->global_b;
+    double ss = sp_floats_sum_squares(T->params.grad + lo, hi - lo, gscale);
     if ((rc = sp_dist_sharedp_sum(T->sharedp, &ss, err))) return rc;
     *gnorm = sqrt(ss);
     /* Every rank holds the same loss and norm: the same decision. */
     *applied = isfinite(*loss_out) && isfinite(*gnorm);
-    if (*applied) {
-        double cn = sp_config_float(T->cfg, "clip_norm"), cv = sp_config_float(T->cfg, "clip_value");
-        if (cn > 0 || cv > 0) { /* clipping works on the averaged gradient */
-            sp_floats_scale(g, n, gscale);
-            gscale = 1.0f;
-        }
-        if (cn > 0 && cn / (*gnorm + 1e-6) < 1.0) sp_floats_scale(g, n, (float)(cn / (*gnorm + 1e-6)));
-        if (cv > 0) sp_floats_clip(g, n, (float)cv);
-        double lr = step_lr(T);
-        sp_adam_step_slice(&T->params, &T->adam, (float)lr, gscale, lo, hi);
-        T->last_lr = lr;
-    } else {
-        memset(g, 0, (size_t)n * sizeof *g);
-    }
+    if (*applied) apply_update(T, lo, hi, *gnorm, gscale);
+    else memset(T->params.grad + lo, 0, (size_t)(hi - lo) * sizeof(float));
     T->grad_clean = 1; /* the other slices were zeroed by their reducers */
     if ((rc = sp_dist_sharedp_publish(T->sharedp, err))) return rc;
     *comm_s = sp_dist_comm_take(T->dist);
@@ -855,36 +867,23 @@ static int train_step(trainer *T, double *terms, double *loss_out, double *gnorm
     double t1 = sp_time_now();
     /* The reduced sums are averaged (times gscale) inside the passes that
      * read them next, the norm and Adam, not in a pass of their own. */
-    float gscale = 1.0f / (float)T->global_b;
+    const float gscale = 1.0f / (float)T->global_b;
     if (!arc) arc = sp_dist_allreduce_wait(T->dist, 1.0f, &e2);
     if (arc) {
         *err = e2;
         return arc; /* MPI failed: no agreement possible any more */
     }
-    if ((rc = agree(T, rc, err))) return rc;
-    int nt = vt->n_train_terms + 1;
-    if ((rc = sp_dist_reduce_doubles(T->dist, local, nt, 0, err))) return rc;
+    if ((rc = agree(T, rc, err)) || (rc = reduce_terms(T, local, terms, loss_out, err))) return rc;
     *comm_s = sp_dist_comm_take(T->dist);
     double t2 = sp_time_now();
-    *loss_out = local[0] / T->global_b;
-    for (int i = 1; i < nt; i++) terms[i - 1] = local[i] / T->global_b;
     /* The reduced gradient is identical on every rank: so is this decision. */
     /* One pass for both: the norm (squares summed in double, which cannot
      * overflow for finite floats) is finite exactly when every entry is. */
     *gnorm = sp_grad_global_norm_scaled(&T->params, gscale);
     *applied = isfinite(*loss_out) && isfinite(*gnorm);
     if (*applied) {
-        double cn = sp_config_float(T->cfg, "clip_norm"), cv = sp_config_float(T->cfg, "clip_value");
-        if (cn > 0 || cv > 0) { /* clipping works on the averaged gradient */
-            sp_grad_scale(&T->params, gscale);
-            gscale = 1.0f;
-        }
-        if (cn > 0) sp_clip_global_norm(&T->params, cn);
-        if (cv > 0) sp_clip_elementwise(&T->params, (float)cv);
-        double lr = step_lr(T);
-        sp_adam_step_zero_grad_scaled(&T->params, &T->adam, (float)lr, gscale);
+        apply_update(T, 0, T->params.total, *gnorm, gscale);
         T->grad_clean = 1;
-        T->last_lr = lr;
     }
     *compute_s = (t1 - t0) + (sp_time_now() - t2);
     advance(T);
