@@ -147,6 +147,12 @@ static void slab_tail(float *restrict y, const sp_csr *a, const float *restrict 
 
 long sp_csr_matmul_scratch(int cols, int threads) { return (long)threads * cols * SLAB; }
 
+/* bs (rows, SLAB) = columns [j0, j0 + SLAB) of b (rows, n), contiguous. */
+static void copy_slab(float *restrict bs, const float *restrict b, int rows, int n, int j0) {
+    for (int r = 0; r < rows; r++)
+        memcpy(bs + (size_t)r * SLAB, b + (size_t)r * n + j0, SLAB * sizeof(float));
+}
+
 void sp_csr_matmul_add_bslabs(float *y, const sp_csr *a, const float *b, int n) {
     const int nslab = n / SLAB;
     /* each slab of B is already contiguous: no copy */
@@ -161,8 +167,7 @@ void sp_csr_matmul_add_yslabs(float *y, const sp_csr *a, const float *b, int n, 
     for (int s = 0; s < nslab; s++) {
         /* the slab of B contiguous (as sp_csr_matmul_add), Y's slab is */
         float *bs = scratch + (size_t)omp_get_thread_num() * a->cols * SLAB;
-        for (int r = 0; r < a->cols; r++)
-            memcpy(bs + (size_t)r * SLAB, b + (size_t)r * n + (size_t)s * SLAB, SLAB * sizeof(float));
+        copy_slab(bs, b, a->cols, n, s * SLAB);
         slab_full(y + (size_t)s * a->rows * SLAB, a, bs, SLAB, SLAB, 0);
     }
 }
@@ -175,9 +180,7 @@ void sp_csr_matmul_add(float *y, const sp_csr *a, const float *b, int n, float *
         if (s < full && scratch) {
             /* the slab, contiguous (see the top of the file) */
             float *bs = scratch + (size_t)omp_get_thread_num() * a->cols * SLAB;
-            for (int r = 0; r < a->cols; r++)
-                memcpy(bs + (size_t)r * SLAB, b + (size_t)r * n + (size_t)s * SLAB,
-                       SLAB * sizeof(float));
+            copy_slab(bs, b, a->cols, n, s * SLAB);
             slab_full(y, a, bs, SLAB, n, s * SLAB);
         } else if (s < full) {
             slab_full(y, a, b + (size_t)s * SLAB, (size_t)n, n, s * SLAB);
