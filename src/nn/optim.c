@@ -110,7 +110,7 @@ void sp_adam_step_slice(sp_params *p, sp_adam *a, float lr, float gscale, long l
     adam_step(p, a, lr, gscale, 1, lo, hi);
 }
 
-static double sum_squares(const float *x, long n, float scale) {
+double sp_floats_sum_squares(const float *x, long n, float scale) {
     double part[SP_OPTIM_CHUNKS];
     long chunk = (n + SP_OPTIM_CHUNKS - 1) / SP_OPTIM_CHUNKS;
 #pragma omp parallel for schedule(static) if (n >= SP_OPTIM_PAR_MIN)
@@ -119,15 +119,10 @@ static double sum_squares(const float *x, long n, float scale) {
         double s = 0.0;
         /* Vector partial sums: a fixed order for a given build, whatever the
          * thread count (chunks are fixed, each summed by one thread). */
-        if (scale == 1.0f) {
 #pragma omp simd reduction(+ : s)
-            for (long i = lo; i < hi; i++) s += (double)x[i] * x[i];
-        } else {
-#pragma omp simd reduction(+ : s)
-            for (long i = lo; i < hi; i++) {
-                const double y = x[i] * scale; /* the float product, as a scaled buffer holds */
-                s += y * y;
-            }
+        for (long i = lo; i < hi; i++) {
+            const double y = x[i] * scale; /* the float product, as a scaled buffer holds */
+            s += y * y;
         }
         part[c] = s;
     }
@@ -136,11 +131,9 @@ static double sum_squares(const float *x, long n, float scale) {
     return s;
 }
 
-double sp_floats_sum_squares(const float *x, long n, float scale) { return sum_squares(x, n, scale); }
-
-double sp_grad_global_norm(const sp_params *p) { return sqrt(sum_squares(p->grad, p->total, 1.0f)); }
+double sp_grad_global_norm(const sp_params *p) { return sqrt(sp_floats_sum_squares(p->grad, p->total, 1.0f)); }
 double sp_grad_global_norm_scaled(const sp_params *p, float gscale) {
-    return sqrt(sum_squares(p->grad, p->total, gscale));
+    return sqrt(sp_floats_sum_squares(p->grad, p->total, gscale));
 }
 
 void sp_floats_scale(float *restrict g, long n, float s) {
