@@ -110,6 +110,20 @@ sp_tensor *sp_spn_logp(sp_tape *t, const sp_spn *s, const sp_params *p, const sp
 sp_tensor *sp_spn_logp_multi(sp_tape *t, const sp_spn *s, const sp_params *p, const sp_tensor *x,
                              const sp_tensor *marg, int M);
 
+/* M marginalisations of each x row given by the M - 1 objects in front of
+ * it: occ (Nx * (M - 1), D) holds each row's occluder maps u_j; row n * M
+ * + k of the result is log p(x row n) with leaf weights w_0 = 1, w_k =
+ * w_{k-1} (1 - clip(u_{k-1}, 0, 1)), the light left behind the first k
+ * occluders (sp_spn_logp_multi with marg row n*M+k = 1 - w_k). SuPAIR's
+ * background behind its K objects (M = K + 1, occ = the raw score maps).
+ * In dense mode with M <= 4 the weights are made per pixel tile inside the
+ * leaf kernels, so the (Nx * M, D) marginalisation maps and their gradient
+ * never exist; otherwise they are formed and sp_spn_logp_multi runs.
+ * Backward ADDS into occ->grad (nothing outside the clip range) and, like
+ * sp_spn_logp_multi, x->grad and the parameters. 2 <= M <= SP_SPN_MAX_MULTI. */
+sp_tensor *sp_spn_logp_occluded(sp_tape *t, const sp_spn *s, const sp_params *p, const sp_tensor *x,
+                                const sp_tensor *occ, int M);
+
 /* ---- structure, for tests, checkpoints and visualisation ---- */
 const sp_spn_config *sp_spn_get_config(const sp_spn *s);
 uint64_t sp_spn_structure_seed(const sp_spn *s);

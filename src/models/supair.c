@@ -324,8 +324,8 @@ static int forward(supair *m, sp_tape *t, const sp_params *p, const float *x, in
         for (long e = 0; e < ones->size; e++) ones->val[e] = 1.0f;
     sp_tensor *raw = sp_stn_scatter(t, ones, theta, SCENE, SCENE, (float)G, (float)G);
     mark(m, t, SP_SUPAIR_T_STN, &t0);
-    sp_tensor *pad = NULL, *marg_bg = NULL;
-    sp_supair_occlusion(t, raw, K, &pad, &marg_bg);
+    sp_tensor *pad = NULL;
+    sp_supair_occlusion(t, raw, K, &pad, NULL);
     mark(m, t, SP_SUPAIR_T_REST, &t0);
     sp_tensor *vis = sp_stn_sample(t, pad, theta1, G, G, (float)G, (float)G);
     mark(m, t, SP_SUPAIR_T_STN, &t0);
@@ -333,12 +333,14 @@ static int forward(supair *m, sp_tape *t, const sp_params *p, const float *x, in
 
     // likelihoods: each glimpse once, the scene once per possible count
     // (the background SPN shares a scene's x-dependent leaf terms between
-    // its K + 1 marginalisations)
+    // its K + 1 marginalisations and makes their weights, the light left
+    // behind the first k objects, from the raw score maps in its kernels)
     sp_tensor *glim2 = glim ? sp_reshape(t, glim, 2, (int[]){B * K, GG}) : NULL;
     sp_tensor *marg2 = marg_obj ? sp_reshape(t, marg_obj, 2, (int[]){B * K, GG}) : NULL;
     mark(m, t, SP_SUPAIR_T_REST, &t0);
     sp_tensor *lpo = sp_spn_logp(t, m->obj, p, glim2, marg2);
-    sp_tensor *lpb = sp_spn_logp_multi(t, m->bg, p, X, marg_bg, K + 1);
+    sp_tensor *raw2 = raw ? sp_reshape(t, raw, 2, (int[]){B * K, SCENE_PX}) : NULL;
+    sp_tensor *lpb = sp_spn_logp_occluded(t, m->bg, p, X, raw2, K + 1);
     mark(m, t, SP_SUPAIR_T_SPN, &t0);
     sp_tensor *vis2 = vis ? sp_reshape(t, vis, 2, (int[]){B * K, GG}) : NULL;
     o->loss = sp_supair_elbo(t, o->z, K, lpo, vis2, lpb, &m->pr, o->elbo, o->count);

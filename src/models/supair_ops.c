@@ -366,7 +366,7 @@ static void occ_scale(float *restrict bg, const float *restrict raw, int n) {
 
 /* One row of occ_backward: dr -= g bg where 0 <= raw <= 1 (clip_by_value's
  * gradient passes on the closed interval), then g = g (1 - clip(raw)) - dm
- * + dpad; dr and dpad may be NULL. AVX2 where available: the scalar
+ * + dpad; dr, dm and dpad may be NULL. AVX2 where available: the scalar
  * selects do not vectorise. */
 static void occ_row_backward(float *restrict dr, float *restrict g, const float *restrict raw,
                              const float *restrict bg, const float *restrict dm,
@@ -384,7 +384,8 @@ static void occ_row_backward(float *restrict dr, float *restrict g, const float 
         }
         /* operands in this order pass a NaN through, as clip01 does */
         __m256 s = _mm256_min_ps(one, _mm256_max_ps(zero, r));
-        __m256 ng = _mm256_sub_ps(_mm256_mul_ps(gv, _mm256_sub_ps(one, s)), _mm256_loadu_ps(dm + x));
+        __m256 ng = _mm256_mul_ps(gv, _mm256_sub_ps(one, s));
+        if (dm) ng = _mm256_sub_ps(ng, _mm256_loadu_ps(dm + x));
         if (dpad) ng = _mm256_add_ps(ng, _mm256_loadu_ps(dpad + x));
         _mm256_storeu_ps(g + x, ng);
     }
@@ -392,7 +393,7 @@ static void occ_row_backward(float *restrict dr, float *restrict g, const float 
     for (; x < W; x++) {
         float r = raw[x];
         if (dr && r >= 0.0f && r <= 1.0f) dr[x] -= g[x] * bg[x];
-        g[x] = g[x] * (1.0f - clip01(r)) - dm[x] + (dpad ? dpad[x] : 0.0f);
+        g[x] = g[x] * (1.0f - clip01(r)) - (dm ? dm[x] : 0.0f) + (dpad ? dpad[x] : 0.0f);
     }
 }
 
@@ -400,14 +401,14 @@ static void occ_backward(void *p) {
     occ_ctx *k = p;
     const int B = k->B, K = k->K, H = k->H, W = k->W, HW = H * W, PW = W + 2;
     const long PHW = (long)(H + 2) * PW;
-    const float *dpad = k->pad->grad, *dmarg = k->marg->grad;
+    const float *dpad = k->pad->grad, *dmarg = k->marg ? k->marg->grad : NULL;
     float *draw = k->raw->grad;
 #pragma omp parallel for schedule(static) if ((long)B * K * HW >= SUPAIR_OMP_MIN)
     for (int b = 0; b < B; b++) {
         // g = dL/dbg_i over the scene, walked from the last map back to bg_0
         float g[OCC_MAX_PX];
-        const float *dm = dmarg + (size_t)b * (K + 1) * HW;
-        for (int q = 0; q < HW; q++) g[q] = -dm[(size_t)K * HW + q];
+        const float *dm = dmarg ? dmarg + (size_t)b * (K + 1) * HW : NULL;
+        for (int q = 0; q < HW; q++) g[q] = dm ? -dm[(size_t)K * HW + q] : 0.0f;
         for (int i = K - 1; i >= 0; i--) {
             const size_t bi = (size_t)b * K + i;
             const float *rv = k->raw->val + bi * HW;
@@ -416,7 +417,7 @@ static void occ_backward(void *p) {
             for (int y = 0; y < H; y++) {
                 const long po = (long)(y + 1) * PW + 1;
                 float *restrict gy = g + y * W;
-                const float *ry = rv + y * W, *dmy = dm + (size_t)i * HW + y * W;
+                const float *ry = rv + y * W, *dmy = dm ? dm + (size_t)i * HW + y * W : NULL;
                 occ_row_backward(dr ? dr + y * W : NULL, gy, ry, pv + po, dmy, pg ? pg + po : NULL,
                                  W);
             }
@@ -426,7 +427,8 @@ static void occ_backward(void *p) {
 
 int sp_supair_occlusion(sp_tape *t, const sp_tensor *raw, int K, sp_tensor **bg_pad,
                         sp_tensor **marg_bg) {
-    *bg_pad = *marg_bg = NULL;
+    *bg_pad = NULL;
+    if (marg_bg) *marg_bg = NULL;
     if (!raw) return SP_ERUNTIME;
     if (raw->ndim != 3 || K < 1 || raw->shape[0] % K != 0 ||
         (long)raw->shape[1] * raw->shape[2] > OCC_MAX_PX) {
@@ -438,15 +440,17 @@ int sp_supair_occlusion(sp_tape *t, const sp_tensor *raw, int K, sp_tensor **bg_
     const long PHW = (long)(H + 2) * PW;
     const int rg = sp_needs_grad(raw);
     sp_tensor *pad = sp_tensor_3d(t, B * K, H + 2, PW, rg);
-    sp_tensor *marg = sp_tensor_2d(t, B * (K + 1), HW, rg);
-    if (!pad || !marg) return SP_ERUNTIME;
+    sp_tensor *marg = marg_bg ? sp_tensor_2d(t, B * (K + 1), HW, rg) : NULL;
+    if (!pad || (marg_bg && !marg)) return SP_ERUNTIME;
 #pragma omp parallel for schedule(static) if ((long)B * K * HW >= SUPAIR_OMP_MIN)
     for (int b = 0; b < B; b++) {
         float bg[OCC_MAX_PX];
         for (int q = 0; q < HW; q++) bg[q] = 1.0f;
         for (int i = 0; i <= K; i++) {
-            float *mg = marg->val + ((size_t)b * (K + 1) + i) * HW;
-            for (int q = 0; q < HW; q++) mg[q] = 1.0f - bg[q];
+            if (marg) {
+                float *mg = marg->val + ((size_t)b * (K + 1) + i) * HW;
+                for (int q = 0; q < HW; q++) mg[q] = 1.0f - bg[q];
+            }
             if (i == K) break;
             const size_t bi = (size_t)b * K + i;
             float *pv = pad->val + bi * PHW;
@@ -458,7 +462,7 @@ int sp_supair_occlusion(sp_tape *t, const sp_tensor *raw, int K, sp_tensor **bg_
                 row[0] = row[W + 1] = 0.0f;
                 memcpy(row + 1, bg + y * W, (size_t)W * sizeof(float));
             }
-            occ_scale(bg, rv, HW);
+            if (marg || i + 1 < K) occ_scale(bg, rv, HW); /* bg_K only feeds marg */
         }
     }
     if (rg && sp_tape_grad_enabled(t)) {
@@ -468,7 +472,7 @@ int sp_supair_occlusion(sp_tape *t, const sp_tensor *raw, int K, sp_tensor **bg_
         if (sp_tape_record(t, occ_backward, k)) return SP_ERUNTIME;
     }
     *bg_pad = pad;
-    *marg_bg = marg;
+    if (marg_bg) *marg_bg = marg;
     return SP_OK;
 }
 

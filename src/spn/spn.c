@@ -486,6 +486,66 @@ static void features_w(float *restrict w, const float *restrict m, long n) {
     for (; i < n; i++) w[i] = 1.0f - clip01(m[i]);
 }
 
+/* Occluder weights (sp_spn_logp_occluded) of n pixels: w_0 = 1 and
+ * w_k = w_{k-1} (1 - clip(u_{k-1}, 0, 1)) for k < M, the light left behind
+ * the first k occluders. w rows ldw apart, u rows ldu apart. */
+static void chain_weights(float *restrict w, long ldw, const float *restrict u, long ldu, int M,
+                          long n) {
+    for (long i = 0; i < n; i++) w[i] = 1.0f;
+    for (int k = 1; k < M; k++) {
+        float *restrict wk = w + k * ldw;
+        const float *restrict prev = wk - ldw, *restrict uk = u + (k - 1) * ldu;
+        long i = 0;
+#if defined(__AVX2__)
+        const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+        for (; i + 8 <= n; i += 8) {
+            __m256 c = _mm256_min_ps(_mm256_max_ps(_mm256_loadu_ps(uk + i), zero), one);
+            _mm256_storeu_ps(wk + i, _mm256_mul_ps(_mm256_loadu_ps(prev + i), _mm256_sub_ps(one, c)));
+        }
+#endif
+        for (; i < n; i++) wk[i] = prev[i] * (1.0f - clip01(uk[i]));
+    }
+}
+
+/* Backward of chain_weights: from gw (d/dw_k, rows ldg apart) into gu (rows
+ * ldu apart, like u); w rows ldw apart. With v_j = 1 - clip(u_j), dw_k/dv_j = prod_{i<k, i!=j}
+ * v_i for j < k, so dv_j = w_j t_j with the suffix sums
+ *   t_{M-2} = gw_{M-1},  t_j = gw_{j+1} + v_{j+1} t_{j+1}
+ * (no division by v, which may be 0); gu_j -= dv_j where 0 <= u_j <= 1. */
+static void chain_grad(float *restrict gu, long ldu, const float *restrict u,
+                       const float *restrict w, long ldw, const float *restrict gw, long ldg, int M,
+                       long n) {
+    if (M < 2) return;
+    long i = 0;
+#if defined(__AVX2__)
+    const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+    for (; i + 8 <= n; i += 8) {
+        __m256 t = _mm256_loadu_ps(gw + (M - 1) * ldg + i);
+        for (int j = M - 2; j >= 0; j--) {
+            if (j < M - 2) {
+                __m256 un = _mm256_loadu_ps(u + (j + 1) * ldu + i);
+                __m256 v = _mm256_sub_ps(one, _mm256_min_ps(_mm256_max_ps(un, zero), one));
+                t = _mm256_fmadd_ps(v, t, _mm256_loadu_ps(gw + (j + 1) * ldg + i));
+            }
+            __m256 uj = _mm256_loadu_ps(u + j * ldu + i);
+            __m256 inside = _mm256_and_ps(_mm256_cmp_ps(uj, zero, _CMP_GE_OQ),
+                                          _mm256_cmp_ps(uj, one, _CMP_LE_OQ));
+            __m256 dv = _mm256_mul_ps(t, _mm256_loadu_ps(w + j * ldw + i));
+            float *g = gu + j * ldu + i;
+            _mm256_storeu_ps(g, _mm256_sub_ps(_mm256_loadu_ps(g), _mm256_and_ps(inside, dv)));
+        }
+    }
+#endif
+    for (; i < n; i++) {
+        float t = gw[(M - 1) * ldg + i];
+        for (int j = M - 2; j >= 0; j--) {
+            if (j < M - 2) t = fmaf(1.0f - clip01(u[(j + 1) * ldu + i]), t, gw[(j + 1) * ldg + i]);
+            float uj = u[j * ldu + i];
+            if (uj >= 0.0f && uj <= 1.0f) gu[j * ldu + i] -= t * w[j * ldw + i];
+        }
+    }
+}
+
 #if defined(__AVX2__)
 /* One full 8 x 8 tile of transpose() in registers: a pure permutation, so
  * the results are those of the scalar loop. */
@@ -777,16 +837,18 @@ static void outer(float *E, const float *ea, const float *eb, int nb, int w) {
  * while every scene of the chunk passes over it (sizes at the file top). */
 
 /* xs (DENSE_TILE) = pixels [p0, p0 + np) of scene row x, ws (M, DENSE_TILE)
- * = 1 - clip(m) of the scene's M marginalisation rows (1 when m is NULL);
- * zero past np, where Theta is zero too. */
-static void dense_tile_inputs(float *xs, float *ws, const float *x, const float *m, int M, long D,
-                              long p0, int np) {
+ * = 1 - clip(m) of the scene's M marginalisation rows (1 when m is NULL),
+ * or with occl the chain_weights of its M - 1 occluder rows m; zero past
+ * np, where Theta is zero too. */
+static void dense_tile_inputs(float *xs, float *ws, const float *x, const float *m, int occl, int M,
+                              long D, long p0, int np) {
     for (int i = 0; i < DENSE_TILE; i++) xs[i] = i < np ? x[p0 + i] : 0.0f;
+    if (m && occl) chain_weights(ws, DENSE_TILE, m + p0, D, M, np);
     for (int k = 0; k < M; k++) {
         float *w = ws + k * DENSE_TILE;
-        if (m) {
+        if (m && !occl) {
             features_w(w, m + k * D + p0, np);
-        } else {
+        } else if (!m) {
             for (int i = 0; i < np; i++) w[i] = 1.0f;
         }
         for (int i = np; i < DENSE_TILE; i++) w[i] = 0.0f;
@@ -1219,6 +1281,7 @@ typedef struct spn_ctx {
     sp_tensor *out;
     int N, T;
     int M;  /* marginalisations per x row (> 1 only in dense mode) */
+    int occl; /* m holds M - 1 occluder rows per x row (sp_spn_logp_occluded) */
     int nb; /* examples per chunk: s->nb, or DENSE_SCENES * M in dense mode */
     float *der;                 /* derived parameters */
     float *V[SP_SPN_MAX_DEPTH]; /* (N, R, groups[l], width[l]) values */
@@ -1293,13 +1356,14 @@ static void dense_forward(const spn_ctx *c, long n0, int nb, const spn_scratch *
     const sp_spn *s = c->s;
     const int M = c->M, R = s->R, K = s->K, nsc = nb / M;
     const long D = s->D, sc0 = n0 / M, per = (long)R * K * M * 16, vs0 = vstride(s, 0);
+    const int mrows = c->occl ? M - 1 : M;
     memset(sc->acc, 0, (size_t)nsc * per * sizeof(float));
     for (long p0 = 0; p0 < D; p0 += DENSE_TILE) {
         const int np = D - p0 < DENSE_TILE ? (int)(D - p0) : DENSE_TILE, nv = (np + 7) / 8;
         for (int n = 0; n < nsc; n++) {
             const long e = sc0 + n;
-            dense_tile_inputs(sc->xs, sc->ws, c->x + e * D, c->m ? c->m + e * M * D : NULL, M, D,
-                              p0, np);
+            dense_tile_inputs(sc->xs, sc->ws, c->x + e * D, c->m ? c->m + e * mrows * D : NULL,
+                              c->occl, M, D, p0, np);
             dense_tile_forward(s, c->der, sc->acc + n * per, p0, nv, sc->xs, sc->ws, M);
         }
     }
@@ -1339,12 +1403,13 @@ static void dense_backward(const spn_ctx *c, long n0, int nb, const spn_scratch 
     const sp_spn *s = c->s;
     const int M = c->M, nsc = nb / M;
     const long D = s->D, sc0 = n0 / M, vs0 = vstride(s, 0);
+    const int mrows = c->occl ? M - 1 : M;
     for (long p0 = 0; p0 < D; p0 += DENSE_TILE) {
         const int np = D - p0 < DENSE_TILE ? (int)(D - p0) : DENSE_TILE, nv = (np + 7) / 8;
         for (int n = 0; n < nsc; n++) {
             const long e = sc0 + n;
-            const float *m = c->m ? c->m + e * M * D : NULL;
-            dense_tile_inputs(sc->xs, sc->ws, c->x + e * D, m, M, D, p0, np);
+            const float *m = c->m ? c->m + e * mrows * D : NULL;
+            dense_tile_inputs(sc->xs, sc->ws, c->x + e * D, m, c->occl, M, D, p0, np);
             memset(sc->gxs, 0, DENSE_TILE * sizeof(float));
             memset(sc->gws, 0, (size_t)M * DENSE_TILE * sizeof(float));
             dense_tile_backward(s, c->der, part, sc->gxs, sc->gws, p0, nv, sc->xs, sc->ws,
@@ -1353,7 +1418,10 @@ static void dense_backward(const spn_ctx *c, long n0, int nb, const spn_scratch 
                 float *gx = c->gx + e * D + p0;
                 for (int i = 0; i < np; i++) gx[i] += sc->gxs[i];
             }
-            if (c->gm)
+            if (c->gm && c->occl)
+                chain_grad(c->gm + e * mrows * D + p0, D, m + p0, sc->ws, DENSE_TILE, sc->gws,
+                           DENSE_TILE, M, np);
+            else if (c->gm)
                 for (int k = 0; k < M; k++)
                     marg_grad(c->gm + (e * M + k) * D + p0, m + k * D + p0,
                               sc->gws + k * DENSE_TILE, np);
@@ -1617,15 +1685,16 @@ static void spn_backward(void *vctx) {
 }
 
 /* log p of every (x row, marginalisation) pair: M > 1 only in dense mode
- * with M <= DENSE_MAX_M (the caller checks). */
+ * with M <= DENSE_MAX_M (the caller checks); occl: marg holds M - 1
+ * occluder rows per x row instead of M marginalisation rows. */
 static sp_tensor *spn_logp(sp_tape *t, const sp_spn *s, const sp_params *p, const sp_tensor *x,
-                           const sp_tensor *marg, int M) {
+                           const sp_tensor *marg, int M, int occl) {
     if (!x || !s || !p || !s->has_params || x->ndim < 1) {
         sp_tape_set_failed(t);
         return NULL;
     }
     const int N = x->shape[0] * M;
-    if (x->size != (long)x->shape[0] * s->D || (marg && marg->size != x->size * M)) {
+    if (x->size != (long)x->shape[0] * s->D || (marg && marg->size != x->size * (occl ? M - 1 : M))) {
         sp_tape_set_failed(t);
         return NULL;
     }
@@ -1642,6 +1711,7 @@ static sp_tensor *spn_logp(sp_tape *t, const sp_spn *s, const sp_params *p, cons
     c->out = out;
     c->N = N;
     c->M = M;
+    c->occl = occl && marg;
     c->nb = s->dense ? DENSE_SCENES * M : s->nb;
     /* No more threads than chunks: a small batch (the tests' finite
      * differences, evaluation tails) runs without a team at all. */
@@ -1692,7 +1762,7 @@ static sp_tensor *spn_logp(sp_tape *t, const sp_spn *s, const sp_params *p, cons
 
 sp_tensor *sp_spn_logp(sp_tape *t, const sp_spn *s, const sp_params *p, const sp_tensor *x,
                        const sp_tensor *marg) {
-    return spn_logp(t, s, p, x, marg, 1);
+    return spn_logp(t, s, p, x, marg, 1, 0);
 }
 
 /* Repeats each x row M times for sp_spn_logp_multi; backward sums the
@@ -1728,7 +1798,7 @@ sp_tensor *sp_spn_logp_multi(sp_tape *t, const sp_spn *s, const sp_params *p, co
     }
     if (M == 1) return sp_spn_logp(t, s, p, x, marg);
     /* Dense mode computes the x-dependent part once per row itself. */
-    if (s->dense && M <= DENSE_MAX_M) return spn_logp(t, s, p, x, marg, M);
+    if (s->dense && M <= DENSE_MAX_M) return spn_logp(t, s, p, x, marg, M, 0);
     const int rg = sp_needs_grad(x);
     sp_tensor *rep = sp_tensor_2d(t, Nx * M, (int)D, rg);
     if (!rep) return NULL;
@@ -1743,4 +1813,64 @@ sp_tensor *sp_spn_logp_multi(sp_tape *t, const sp_spn *s, const sp_params *p, co
         if (sp_tape_record(t, repeat_backward, k)) return NULL;
     }
     return sp_spn_logp(t, s, p, rep, marg);
+}
+
+/* sp_spn_logp_occluded's general path: the M marginalisation rows 1 - w_k
+ * of each x row formed explicitly from its M - 1 occluder rows. */
+typedef struct occl_ctx {
+    const sp_tensor *u;
+    sp_tensor *marg;
+    const float *w; /* (Nx * M, D) the weights w_k, kept for backward */
+    int M;
+} occl_ctx;
+
+static void occl_backward(void *vctx) {
+    occl_ctx *k = vctx;
+    const int M = k->M, Nx = k->u->shape[0] / (M - 1);
+    const long D = k->u->size / k->u->shape[0];
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < Nx; n++) {
+        float gw[SP_SPN_MAX_MULTI * 64];
+        const float *gm = k->marg->grad + (long)n * M * D;
+        for (long p0 = 0; p0 < D; p0 += 64) {
+            const long np = D - p0 < 64 ? D - p0 : 64;
+            for (int j = 0; j < M; j++)
+                for (long i = 0; i < np; i++) gw[j * 64 + i] = -gm[j * D + p0 + i]; /* m = 1 - w */
+            chain_grad(k->u->grad + (long)n * (M - 1) * D + p0, D,
+                       k->u->val + (long)n * (M - 1) * D + p0, k->w + (long)n * M * D + p0, D, gw,
+                       64, M, np);
+        }
+    }
+}
+
+sp_tensor *sp_spn_logp_occluded(sp_tape *t, const sp_spn *s, const sp_params *p, const sp_tensor *x,
+                                const sp_tensor *occ, int M) {
+    if (!x || !s || !occ || x->ndim < 1 || occ->ndim < 1 || M < 2 || M > SP_SPN_MAX_MULTI) {
+        sp_tape_set_failed(t);
+        return NULL;
+    }
+    const int Nx = x->shape[0];
+    const long D = s->D;
+    if (x->size != (long)Nx * D || occ->size != x->size * (M - 1)) {
+        sp_tape_set_failed(t);
+        return NULL;
+    }
+    /* Dense mode makes the weights per pixel tile inside its leaf kernels. */
+    if (s->dense && M <= DENSE_MAX_M) return spn_logp(t, s, p, x, occ, M, 1);
+    const int rg = sp_needs_grad(occ);
+    sp_tensor *marg = sp_tensor_2d(t, Nx * M, (int)D, rg);
+    float *w = sp_tape_alloc(t, (size_t)Nx * M * D * sizeof(float));
+    if (!marg || !w) return NULL;
+    for (int n = 0; n < Nx; n++) {
+        float *wn = w + (long)n * M * D;
+        chain_weights(wn, D, occ->val + (long)n * (M - 1) * D, D, M, D);
+        for (long i = 0; i < M * D; i++) marg->val[(long)n * M * D + i] = 1.0f - wn[i];
+    }
+    if (rg && sp_tape_grad_enabled(t)) {
+        occl_ctx *k = sp_tape_alloc(t, sizeof *k);
+        if (!k) return NULL;
+        *k = (occl_ctx){occ, marg, w, M};
+        if (sp_tape_record(t, occl_backward, k)) return NULL;
+    }
+    return sp_spn_logp_multi(t, s, p, x, marg, M);
 }

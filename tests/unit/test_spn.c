@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "gradcheck.h"
+#include "supair/ops.h"
 #include "supair/params.h"
 #include "supair/spn.h"
 #include "supair/tape.h"
@@ -767,6 +768,41 @@ static long count_differ(const float *a, const float *b, long n, double rel) {
     return bad;
 }
 
+/* y (N) after a backward pass seeded with gy (N). */
+static sp_tensor *backward_seeded(fixture *f, sp_tensor *y, const float *gy, int N) {
+    CU_ASSERT_FATAL(y != NULL && y->size == N);
+    memcpy(y->grad, gy, sizeof(float) * N);
+    sp_tape_backward(f->t, y, 0.0f);
+    return y;
+}
+
+typedef sp_tensor *(*multi_fn)(sp_tape *, const sp_spn *, const sp_params *, const sp_tensor *,
+                               const sp_tensor *, int);
+
+/* Shape errors of a many-marginalisation entry point fn(x, m, M), two x
+ * rows of a 9-variable SPN c: m of bad_rows rows at M = bad_M, and an empty m
+ * at M = low_M, fail the tape; good_rows rows at M = 4 give 8 values. */
+static void multi_shape_errors(sp_spn_config c, multi_fn fn, int bad_rows, int bad_M, int low_M,
+                               int good_rows) {
+    fixture f;
+    CU_ASSERT_FATAL(fx_make(&f, &c, 1) == 0);
+    float buf[9 * 8] = {0};
+    const int rows[3] = {bad_rows, 0, good_rows}, Ms[3] = {bad_M, low_M, 4};
+    for (int k = 0; k < 3; k++) {
+        sp_tape_reset(f.t);
+        sp_tensor *x = sp_tensor_view(f.t, buf, NULL, 2, (int[]){2, 9});
+        sp_tensor *m = sp_tensor_view(f.t, buf, NULL, 2, (int[]){rows[k], 9});
+        sp_tensor *y = fn(f.t, f.s, &f.p, x, m, Ms[k]);
+        if (k < 2) {
+            CU_ASSERT_PTR_NULL(y);
+            CU_ASSERT(sp_tape_failed(f.t));
+        } else {
+            CU_ASSERT(y != NULL && y->size == 8);
+        }
+    }
+    fx_free(&f);
+}
+
 /* Values and every gradient of logp_multi(x, marg, M) against sp_spn_logp
  * on x with each row repeated M times, then finite differences, for a
  * gather-mode and a dense-mode SPN, with and without a team. Values and the
@@ -793,20 +829,19 @@ static void multi_case(sp_spn_config c, int threads, int M) {
     omp_set_num_threads(threads);
     sp_params_zero_grad(&f.p);
     sp_tape_reset(f.t);
-    sp_tensor *y = sp_spn_logp_multi(f.t, f.s, &f.p, sp_tensor_view(f.t, x, gx1, 2, (int[]){Nx, D}),
-                                     sp_tensor_view(f.t, m, gm1, 2, (int[]){N, D}), M);
-    CU_ASSERT_FATAL(y != NULL && y->size == N);
-    memcpy(y->grad, gy, sizeof(float) * N);
-    sp_tape_backward(f.t, y, 0.0f);
+    sp_tensor *y = backward_seeded(
+        &f,
+        sp_spn_logp_multi(f.t, f.s, &f.p, sp_tensor_view(f.t, x, gx1, 2, (int[]){Nx, D}),
+                          sp_tensor_view(f.t, m, gm1, 2, (int[]){N, D}), M),
+        gy, N);
     memcpy(y1, y->val, sizeof(float) * N);
     memcpy(gp1, f.p.grad, sizeof(float) * f.p.total);
     sp_params_zero_grad(&f.p);
     sp_tape_reset(f.t);
-    y = sp_spn_logp(f.t, f.s, &f.p, sp_tensor_view(f.t, xr, gxr, 2, (int[]){N, D}),
-                    sp_tensor_view(f.t, m, gm2, 2, (int[]){N, D}));
-    CU_ASSERT_FATAL(y != NULL);
-    memcpy(y->grad, gy, sizeof(float) * N);
-    sp_tape_backward(f.t, y, 0.0f);
+    y = backward_seeded(&f,
+                        sp_spn_logp(f.t, f.s, &f.p, sp_tensor_view(f.t, xr, gxr, 2, (int[]){N, D}),
+                                    sp_tensor_view(f.t, m, gm2, 2, (int[]){N, D})),
+                        gy, N);
     omp_set_num_threads(saved);
     float *want_x = calloc((size_t)Nx * D, sizeof(float));
     for (int n = 0; n < Nx; n++)
@@ -852,24 +887,130 @@ static void test_logp_multi(void) {
     sp_spn_config wide = {.n_vars = 601, .depth = 1, .repetitions = 2, .n_leaf = 3, .n_sum = 1,
                           .var_min = 0.1f, .var_max = 0.4f, .structure_seed = 77};
     multi_case(wide, 2, 4);
-    /* Shape errors: marg must hold M rows per x row; M in range. */
+    /* marg must hold M rows per x row; M in range */
+    multi_shape_errors(dense, sp_spn_logp_multi, 4, 3, 0, 8);
+}
+
+/* ---- sp_spn_logp_occluded ---- */
+
+static sp_tensor *build_occluded(sp_tape *t, sp_tensor **in, void *vctx) {
+    gc_ctx *g = vctx;
+    return sp_spn_logp_occluded(t, g->f->s, &g->f->p, in[0], in[1], multi_M);
+}
+
+/* build_occluded on u = v + a fixed offset per element: 0 and 0.52 (inside
+ * [0, 1]), 1.0 (above), -0.5 (below), for v in [0.02, 0.46]: every row
+ * crosses the clip range while staying 0.02 from its kinks (closer than the
+ * checker's smallest step, a difference would straddle the kink). */
+static sp_tensor *build_occluded_mixed(sp_tape *t, sp_tensor **in, void *vctx) {
+    sp_tensor *off = sp_tensor_new(t, in[1]->ndim, in[1]->shape, 0);
+    if (!off) return NULL;
+    const float pattern[4] = {0.0f, 0.52f, 1.0f, -0.5f};
+    for (long e = 0; e < off->size; e++) off->val[e] = pattern[(e * 7 + e / 11) % 4];
+    sp_tensor *moved[2] = {in[0], sp_add(t, in[1], off)};
+    return build_occluded(t, moved, vctx);
+}
+
+/* logp_occluded(x, u, M) against sp_spn_logp_multi on the marginalisation
+ * rows m_k = 1 - w_k formed here in double (w_0 = 1, w_k = w_{k-1}
+ * (1 - clip(u_{k-1}))), its m gradients taken back to u by the product rule
+ * (also in double), then finite differences of small cases. u straddles the
+ * clip range. Dense mode with M <= 4 makes the weights inside its kernels,
+ * larger M and gather mode form the rows; both are held to rounding. */
+static void occluded_case(sp_spn_config c, int threads, int M) {
     fixture f;
-    CU_ASSERT_FATAL(fx_make(&f, &dense, 1) == 0);
-    float buf[9 * 8] = {0};
+    CU_ASSERT_FATAL(fx_make(&f, &c, 80) == 0);
+    fx_sharpen(&f, 6.0f);
+    const int D = c.n_vars, Nx = 37, N = Nx * M, U = Nx * (M - 1);
+    float *x = malloc(sizeof(float) * Nx * D), *u = malloc(sizeof(float) * U * D);
+    float *m = malloc(sizeof(float) * N * D), *gy = malloc(sizeof(float) * N);
+    float *gx1 = calloc((size_t)Nx * D, sizeof(float)), *gu1 = calloc((size_t)U * D, sizeof(float));
+    float *gx2 = calloc((size_t)Nx * D, sizeof(float)), *gm2 = calloc((size_t)N * D, sizeof(float));
+    float *y1 = malloc(sizeof(float) * N), *gp1 = malloc(sizeof(float) * f.p.total);
+    double *w = malloc(sizeof(double) * N * D);
+    sp_gc_fill_uniform(x, (long)Nx * D, 0.0f, 1.0f, 81);
+    sp_gc_fill_uniform(u, (long)U * D, -0.3f, 1.3f, 82);
+    sp_gc_fill_uniform(gy, N, -1.0f, 1.0f, 83);
+    for (int n = 0; n < Nx; n++)
+        for (int i = 0; i < D; i++) {
+            double wk = 1.0;
+            for (int k = 0; k < M; k++) {
+                if (k > 0) {
+                    double uk = u[((long)n * (M - 1) + k - 1) * D + i];
+                    wk *= 1.0 - (uk < 0 ? 0 : uk > 1 ? 1 : uk);
+                }
+                w[((long)n * M + k) * D + i] = wk;
+                m[((long)n * M + k) * D + i] = (float)(1.0 - wk);
+            }
+        }
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    sp_params_zero_grad(&f.p);
     sp_tape_reset(f.t);
-    sp_tensor *x = sp_tensor_view(f.t, buf, NULL, 2, (int[]){2, 9});
-    sp_tensor *m = sp_tensor_view(f.t, buf, NULL, 2, (int[]){4, 9});
-    CU_ASSERT_PTR_NULL(sp_spn_logp_multi(f.t, f.s, &f.p, x, m, 3));
-    CU_ASSERT(sp_tape_failed(f.t));
+    sp_tensor *y = backward_seeded(
+        &f,
+        sp_spn_logp_occluded(f.t, f.s, &f.p, sp_tensor_view(f.t, x, gx1, 2, (int[]){Nx, D}),
+                             sp_tensor_view(f.t, u, gu1, 2, (int[]){U, D}), M),
+        gy, N);
+    memcpy(y1, y->val, sizeof(float) * N);
+    memcpy(gp1, f.p.grad, sizeof(float) * f.p.total);
+    sp_params_zero_grad(&f.p);
     sp_tape_reset(f.t);
-    x = sp_tensor_view(f.t, buf, NULL, 2, (int[]){2, 9});
-    CU_ASSERT_PTR_NULL(sp_spn_logp_multi(f.t, f.s, &f.p, x, NULL, 0));
-    sp_tape_reset(f.t);
-    x = sp_tensor_view(f.t, buf, NULL, 2, (int[]){2, 9});
-    m = sp_tensor_view(f.t, buf, NULL, 2, (int[]){8, 9});
-    sp_tensor *y = sp_spn_logp_multi(f.t, f.s, &f.p, x, m, 4);
-    CU_ASSERT(y != NULL && y->size == 8);
+    y = backward_seeded(&f,
+                        sp_spn_logp_multi(f.t, f.s, &f.p, sp_tensor_view(f.t, x, gx2, 2, (int[]){Nx, D}),
+                                          sp_tensor_view(f.t, m, gm2, 2, (int[]){N, D}), M),
+                        gy, N);
+    omp_set_num_threads(saved);
+    /* d/du_j = sum_{k>j} dL/dw_k dw_k/du_j with dL/dw_k = -dL/dm_k and
+     * dw_k/du_j = -w_k / (1 - u_j) inside the clip range (u_j < 1 there
+     * for every tested entry; entries at 1 or outside get 0). */
+    float *want_u = calloc((size_t)U * D, sizeof(float));
+    for (int n = 0; n < Nx; n++)
+        for (int j = 0; j < M - 1; j++)
+            for (int i = 0; i < D; i++) {
+                double uj = u[((long)n * (M - 1) + j) * D + i], acc = 0;
+                if (uj < 0 || uj >= 1) continue;
+                for (int k = j + 1; k < M; k++)
+                    acc += gm2[((long)n * M + k) * D + i] * w[((long)n * M + k) * D + i] / (1 - uj);
+                want_u[((long)n * (M - 1) + j) * D + i] = (float)acc;
+            }
+    long bad_y = count_differ(y1, y->val, N, 2e-6), bad_x = count_differ(gx1, gx2, (long)Nx * D, 1e-5);
+    long bad_u = count_differ(gu1, want_u, (long)U * D, 1e-4);
+    long bad_p = count_differ(gp1, f.p.grad, f.p.total, 1e-5);
+    CU_ASSERT_EQUAL(bad_y + bad_x + bad_u + bad_p, 0);
+    if (bad_y || bad_x || bad_u || bad_p)
+        printf("\n    logp_occluded (depth %d, M %d, %d threads): %ld values, %ld x, %ld u and %ld "
+               "parameter gradients differ\n", c.depth, M, threads, bad_y, bad_x, bad_u, bad_p);
+    free(want_u);
+    if (D <= 16) {
+        gc_ctx g = {&f};
+        multi_M = M;
+        /* u inside the clip range, then across it */
+        sp_gc_input in[2] = {{2, {2, D}, -0.3f, 1.2f, 1}, {2, {2 * (M - 1), D}, 0.02f, 0.98f, 1}};
+        SP_ASSERT_GRADCHECK(build_occluded, &g, 2, in, 84 + M, SP_GC_ATOL, SP_GC_RTOL);
+        sp_gc_input mixed[2] = {{2, {2, D}, -0.3f, 1.2f, 1}, {2, {2 * (M - 1), D}, 0.02f, 0.46f, 1}};
+        SP_ASSERT_GRADCHECK(build_occluded_mixed, &g, 2, mixed, 90 + M, SP_GC_ATOL, SP_GC_RTOL);
+    }
+    free(x), free(u), free(m), free(gy), free(gx1), free(gu1), free(gx2), free(gm2), free(y1);
+    free(gp1), free(w);
     fx_free(&f);
+}
+
+static void test_logp_occluded(void) {
+    sp_spn_config gather = {.n_vars = 12, .depth = 2, .repetitions = 2, .n_leaf = 3, .n_sum = 3,
+                            .var_min = 0.1f, .var_max = 0.4f, .structure_seed = 85};
+    sp_spn_config dense = {.n_vars = 9, .depth = 1, .repetitions = 3, .n_leaf = 3, .n_sum = 1,
+                           .var_min = 0.1f, .var_max = 0.4f, .structure_seed = 86};
+    /* several pixel tiles and a ragged last vector */
+    sp_spn_config wide = {.n_vars = 601, .depth = 1, .repetitions = 2, .n_leaf = 3, .n_sum = 1,
+                          .var_min = 0.1f, .var_max = 0.4f, .structure_seed = 87};
+    for (int th = 1; th <= 2; th++) {
+        occluded_case(gather, th, 3);
+        for (int M = 2; M <= 5; M++) occluded_case(dense, th, M);
+        occluded_case(wide, th, 4);
+    }
+    /* M - 1 occluder rows per x row; M >= 2 */
+    multi_shape_errors(dense, sp_spn_logp_occluded, 8, 4, 1, 6);
 }
 
 /* Errors: mismatched shapes fail the tape instead of reading out of bounds. */
@@ -919,6 +1060,7 @@ int main(void) {
         {"gradients wrt every parameter", test_grad_params},
         {"1 vs 2 threads agree", test_threads_agree},
         {"logp_multi == logp on repeated rows", test_logp_multi},
+        {"logp_occluded == logp_multi on the chained weights", test_logp_occluded},
         {"leaf kernels at full shapes vs double differences", test_leaf_kernels},
         {NULL, NULL}};
     static const sp_test_suite suites[] = {{"spn structure", structure},

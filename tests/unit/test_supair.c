@@ -97,11 +97,13 @@ static void test_theta_grad(void) {
     SP_ASSERT_GRADCHECK(build_theta, NULL, 3, spec, 31, SP_GC_ATOL, SP_GC_RTOL);
 }
 
+/* which: 0 the padded maps, 1 the marginalisation maps, 2 the padded maps
+ * made without the marginalisation maps (the model's call). */
 static sp_tensor *build_occ(sp_tape *t, sp_tensor **in, void *ctx) {
     int which = *(int *)ctx;
     sp_tensor *pad, *marg;
-    sp_supair_occlusion(t, in[0], 3, &pad, &marg);
-    return which ? marg : pad;
+    sp_supair_occlusion(t, in[0], 3, &pad, which == 2 ? NULL : &marg);
+    return which == 1 ? marg : pad;
 }
 
 // build_occ on raw = u + a fixed offset per element: 0 and 0.52 (inside
@@ -118,15 +120,17 @@ static sp_tensor *build_occ_mixed(sp_tape *t, sp_tensor **in, void *ctx) {
 static void test_occlusion_grad(void) {
     // raw scores straddle the clip range: elements on the clip's kinks are skipped
     sp_gc_input spec[1] = {{3, {2 * 3, 4, 5}, -0.3f, 1.3f, 1}};
-    for (int which = 0; which < 2; which++)
-        SP_ASSERT_GRADCHECK(build_occ, &which, 1, spec, 41 + which, SP_GC_ATOL, SP_GC_RTOL);
+    // (which 2 on which 0's inputs: the same function by another path)
+    for (int which = 0; which < 3; which++)
+        SP_ASSERT_GRADCHECK(build_occ, &which, 1, spec, 41 + which % 2, SP_GC_ATOL, SP_GC_RTOL);
     // rows of 11: one 8-wide vector of the AVX2 path plus a scalar tail, with
     // raw values inside the clip range, above and below it, mixed in every
     // row and kept 0.02 from the kinks (differences cannot resolve a kink
     // closer than their smallest step): raw = u + offset pattern
     sp_gc_input wide[1] = {{3, {2 * 3, 3, 11}, 0.02f, 0.46f, 1}};
-    for (int which = 0; which < 2; which++)
-        SP_ASSERT_GRADCHECK(build_occ_mixed, &which, 1, wide, 43 + which, SP_GC_ATOL, SP_GC_RTOL);
+    for (int which = 0; which < 3; which++)
+        SP_ASSERT_GRADCHECK(build_occ_mixed, &which, 1, wide, 43 + which % 2, SP_GC_ATOL,
+                            SP_GC_RTOL);
 }
 
 static void test_occlusion_values(void) {
@@ -149,6 +153,10 @@ static void test_occlusion_values(void) {
     }
     SP_ASSERT_CLOSE(pad->val[0], 0.0, 0);  // the border is zero
     SP_ASSERT_CLOSE(pad->val[16 + 15], 0.0, 0);
+    // without the marginalisation maps: the same padded maps
+    sp_tensor *pad2;
+    CU_ASSERT_EQUAL_FATAL(sp_supair_occlusion(t, r, 2, &pad2, NULL), SP_OK);
+    CU_ASSERT_EQUAL(memcmp(pad2->val, pad->val, (size_t)pad->size * sizeof(float)), 0);
     sp_tape_destroy(t);
 }
 
