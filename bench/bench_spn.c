@@ -3,8 +3,10 @@
  * (N = 1024: 256 scenes x 4 counts) at 1 and 2 threads, with gradients to
  * the parameters, the pixels and the marginalisation weights. The
  * background SPN runs twice: on 1024 independent rows (sp_spn_logp), and as
- * in training on 256 scenes with 4 marginalisations each (sp_spn_logp_multi,
- * "bg x4": no pixel gradient, the scene is data). GF/s counts the
+ * in training on 256 scenes with 4 marginalisations each, made inside the
+ * leaf kernels from 3 occluder maps per scene (sp_spn_logp_occluded, "bg
+ * x4": gradients to the occluder maps, none to the pixels: the scene is
+ * data). GF/s counts the
  * multiply-adds of the algorithm run (sp_spn_flops, sp_spn_flops_multi); next to it the
  * plain cblas_sgemm rate of a square 1024 problem and of the object leaf GEMM
  * shape alone, measured in the same run. Reference point: a PyTorch port
@@ -90,7 +92,7 @@ typedef struct spn_bench {
     sp_spn *s;
     sp_params p;
     sp_tape *t;
-    int N, M, backward; /* N rows of marg; x has N / M rows */
+    int N, M, backward; /* N results; x has N / M rows, marg N (M = 1) or N / M * (M - 1) */
     float *x, *m, *gx, *gm;
 } spn_bench;
 
@@ -100,8 +102,9 @@ static void run_spn(void *vctx) {
     sp_tape_set_grad(b->t, b->backward);
     const int D = sp_spn_get_config(b->s)->n_vars;
     sp_tensor *x = sp_tensor_view(b->t, b->x, b->M > 1 ? NULL : b->gx, 2, (int[]){b->N / b->M, D});
-    sp_tensor *m = sp_tensor_view(b->t, b->m, b->gm, 2, (int[]){b->N, D});
-    sp_tensor *y = b->M > 1 ? sp_spn_logp_multi(b->t, b->s, &b->p, x, m, b->M)
+    const int mrows = b->M > 1 ? b->N / b->M * (b->M - 1) : b->N;
+    sp_tensor *m = sp_tensor_view(b->t, b->m, b->gm, 2, (int[]){mrows, D});
+    sp_tensor *y = b->M > 1 ? sp_spn_logp_occluded(b->t, b->s, &b->p, x, m, b->M)
                             : sp_spn_logp(b->t, b->s, &b->p, x, m);
     if (!y) {
         fprintf(stderr, "bench_spn: %s: sp_spn_logp failed (out of memory?)\n", b->name);
@@ -134,8 +137,8 @@ static int spn_setup(spn_bench *b, const char *name, sp_spn_config cfg, int N, i
     b->t = sp_tape_create(64u << 20);
     if (!b->x || !b->m || !b->gx || !b->gm || !b->t) return -1;
     sp_rng_fill_uniform(b->x, nd, 0, 1, 3, 0, 0, 0);
-    /* Marginalisation weights as in training: many pixels fully observed or
-     * fully marginalised, the rest in between. */
+    /* Marginalisation weights (and occluder scores) as in training: many
+     * pixels fully observed or fully marginalised, the rest in between. */
     sp_rng_fill_uniform(b->m, nd, -0.5f, 1.5f, 4, 0, 0, 0);
     return 0;
 }
