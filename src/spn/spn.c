@@ -75,7 +75,7 @@ struct sp_spn {
      * needs no gathers and gives the GEMM R*G0*K columns instead of K. */
     int dense;
     long Dp;          /* dense mode: D rounded up to 8 */
-    uint32_t *rmask;  /* dense mode: (R, Dp) all ones where the pixel is in leaf region 1 */
+    uint32_t *rmask;  /* dense mode: (Dp / 8, R, 8) all ones where the pixel is in leaf region 1 */
     int has_params;
     int i_mean, i_var, i_sum[SP_SPN_MAX_DEPTH], i_root;
     char prefix[48];
@@ -197,7 +197,8 @@ int sp_spn_create(sp_spn **out, const sp_spn_config *cfg, sp_error *err) {
         }
         for (int r = 0; r < s->R; r++)
             for (int i = 0; i < s->D; i++)
-                s->rmask[(long)r * s->Dp + i] = s->region_of[(long)r * s->D + i] ? 0xFFFFFFFFu : 0u;
+                s->rmask[((long)(i >> 3) * s->R + r) * 8 + (i & 7)] =
+                    s->region_of[(long)r * s->D + i] ? 0xFFFFFFFFu : 0u;
     }
     long o = align16(s->dense ? 3L * s->R * s->K * s->Dp : 3L * s->R * s->D * s->K);
     for (int l = 1; l < s->d; l++) {
@@ -383,13 +384,16 @@ static void softmax_rows(float *out, const float *in, long rows, int n) {
     }
 }
 
+/* Dense mode's Theta layout (see the dense leaf kernels): entry (r, k,
+ * plane) of pixel q in the block of q's 8-pixel vector. */
+static inline long dense_off(const sp_spn *s, int r, int k, int plane, long q) {
+    return (((q >> 3) * s->R * s->K + (long)r * s->K + k) * 3 + plane) * 8 + (q & 7);
+}
+
 /* Where Theta's entry (plane: 0 = A, 1 = B, 2 = C) of Gaussian k at position
  * i of leaf region j of repetition r lives in the derived buffer. */
 static inline long theta_index(const sp_spn *s, int r, int j, int i, int k, int plane) {
-    if (s->dense) {
-        int q = s->perm[(long)r * s->D + s->off[j] + i];
-        return ((long)(r * s->K + k) * 3 + plane) * s->Dp + q;
-    }
+    if (s->dense) return dense_off(s, r, k, plane, s->perm[(long)r * s->D + s->off[j] + i]);
     int len = s->off[j + 1] - s->off[j];
     return theta_off(s, r, j) + ((long)plane * len + i) * s->K + k;
 }
@@ -821,9 +825,13 @@ static void outer(float *E, const float *ea, const float *eb, int nb, int w) {
 /* ------------------------------------------------ dense leaf kernels */
 
 /* Dense mode (two leaf regions per repetition, the background SPN) keeps
- * Theta per (repetition, Gaussian) as three planes over the pixels in their
- * natural order, (R, K, 3, Dp) with Dp = D rounded up to 8 and zeros past D,
- * and a bit mask per repetition (R, Dp) of the pixels in leaf region 1.
+ * the pixels in their natural order and Theta vector-major, (Dp / 8, R, K,
+ * 3, 8) with Dp = D rounded up to 8 and zeros past D: the 3 R K vectors of
+ * one 8-pixel vector form one contiguous block (1.7 KB for the background
+ * SPN), which the backward kernel (a pixel vector at a time, every
+ * Gaussian) reads and read-modify-writes in order; by planes over all
+ * pixels it touched 54 rows 30 KB apart per vector. The leaf-region mask is
+ * laid out alike, (Dp / 8, R, 8), all ones for pixels of region 1.
  * A scene's M marginalisations (sp_spn_logp_multi, one per object count)
  * share the x-dependent part of the leaf densities,
  *   G(i) = A(i) + x_i B(i) + x_i^2 C(i),
@@ -859,21 +867,23 @@ static void dense_tile_inputs(float *xs, float *ws, const float *x, const float 
 
 /* Forward of one (repetition, Gaussian) over nv vectors of a tile for MG
  * marginalisations: acc (MG, 2, 8) += lane partial sums of w_k G split by
- * region. MG is a constant where this is inlined. */
+ * region. A (with B = A + 8, C = A + 16) and the mask mk at the tile's
+ * first vector, ts and ms floats per vector apart. MG is a constant where
+ * this is inlined. */
 static inline __attribute__((always_inline)) void
-dense_fwd_group(float *acc, const float *A, const float *B, const float *C, const uint32_t *mk,
-                const float *xs, const float *ws, int nv, const int MG) {
+dense_fwd_group(float *acc, const float *A, long ts, const uint32_t *mk, long ms, const float *xs,
+                const float *ws, int nv, const int MG) {
     __m256 s0[DENSE_MAX_M], s1[DENSE_MAX_M];
     for (int j = 0; j < MG; j++) {
         s0[j] = _mm256_loadu_ps(acc + 16 * j);
         s1[j] = _mm256_loadu_ps(acc + 16 * j + 8);
     }
     for (int v = 0; v < nv; v++) {
+        const float *a = A + v * ts;
         __m256 x = _mm256_loadu_ps(xs + 8 * v);
-        __m256 G = _mm256_fmadd_ps(
-            _mm256_fmadd_ps(_mm256_loadu_ps(C + 8 * v), x, _mm256_loadu_ps(B + 8 * v)), x,
-            _mm256_loadu_ps(A + 8 * v));
-        __m256 msk = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(mk + 8 * v)));
+        __m256 G = _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_loadu_ps(a + 16), x, _mm256_loadu_ps(a + 8)),
+                                   x, _mm256_loadu_ps(a));
+        __m256 msk = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(mk + v * ms)));
         __m256 g1 = _mm256_and_ps(msk, G), g0 = _mm256_andnot_ps(msk, G);
         for (int j = 0; j < MG; j++) {
             __m256 w = _mm256_loadu_ps(ws + j * DENSE_TILE + 8 * v);
@@ -893,15 +903,16 @@ dense_fwd_group(float *acc, const float *A, const float *B, const float *C, cons
 
 /* Backward of one scene over nv vectors of a tile, for MG marginalisations:
  * gL (MG rows of stride ldg, each (R, 2, K)) are the gradients of the leaf
- * values. Adds into dT (Theta's gradient, the (R, K, 3, Dp) layout at the
+ * values. Adds into dT (Theta's gradient, the vector-major layout at the
  * tile), gxs (DENSE_TILE) d/dx and gws (MG, DENSE_TILE) d/dw. Per pixel and
  * (r, Gaussian): P_k = gL[k][region] (a blend), D = sum_k w_k P_k is the
  * gradient of G, so dA += D, dB += D x, dC += D x^2, d/dx += D (B + 2 C x),
  * d/dw_k += P_k G. */
 static inline __attribute__((always_inline)) void
-dense_bwd_group(float *dT, float *gxs, float *gws, const float *T, const uint32_t *mask, long Dp,
-                int R, int K, const float *xs, const float *ws, const float *gL, long ldg, int nv,
+dense_bwd_group(float *dT, float *gxs, float *gws, const float *T, const uint32_t *mask, int R,
+                int K, const float *xs, const float *ws, const float *gL, long ldg, int nv,
                 const int MG) {
+    const long vb = (long)R * K * 24; /* one pixel vector's block of T and dT */
     for (int v = 0; v < nv; v++) {
         __m256 x = _mm256_loadu_ps(xs + 8 * v);
         __m256 x2 = _mm256_add_ps(x, x), xx = _mm256_mul_ps(x, x);
@@ -912,12 +923,12 @@ dense_bwd_group(float *dT, float *gxs, float *gws, const float *T, const uint32_
         }
         __m256 gx = _mm256_loadu_ps(gxs + 8 * v);
         for (int r = 0; r < R; r++) {
-            __m256 msk =
-                _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(mask + r * Dp + 8 * v)));
+            __m256 msk = _mm256_castsi256_ps(
+                _mm256_loadu_si256((const __m256i *)(mask + ((long)v * R + r) * 8)));
             for (int kk = 0; kk < K; kk++) {
-                const long to = ((long)(r * K + kk) * 3) * Dp + 8 * v;
-                __m256 a = _mm256_loadu_ps(T + to), b = _mm256_loadu_ps(T + to + Dp),
-                       c = _mm256_loadu_ps(T + to + 2 * Dp);
+                const long to = v * vb + (long)(r * K + kk) * 24;
+                __m256 a = _mm256_loadu_ps(T + to), b = _mm256_loadu_ps(T + to + 8),
+                       c = _mm256_loadu_ps(T + to + 16);
                 __m256 G = _mm256_fmadd_ps(_mm256_fmadd_ps(c, x, b), x, a);
                 __m256 D = _mm256_setzero_ps();
                 for (int j = 0; j < MG; j++) {
@@ -929,9 +940,8 @@ dense_bwd_group(float *dT, float *gxs, float *gws, const float *T, const uint32_
                 }
                 gx = _mm256_fmadd_ps(D, _mm256_fmadd_ps(c, x2, b), gx);
                 _mm256_storeu_ps(dT + to, _mm256_add_ps(_mm256_loadu_ps(dT + to), D));
-                _mm256_storeu_ps(dT + to + Dp, _mm256_fmadd_ps(D, x, _mm256_loadu_ps(dT + to + Dp)));
-                _mm256_storeu_ps(dT + to + 2 * Dp,
-                                 _mm256_fmadd_ps(D, xx, _mm256_loadu_ps(dT + to + 2 * Dp)));
+                _mm256_storeu_ps(dT + to + 8, _mm256_fmadd_ps(D, x, _mm256_loadu_ps(dT + to + 8)));
+                _mm256_storeu_ps(dT + to + 16, _mm256_fmadd_ps(D, xx, _mm256_loadu_ps(dT + to + 16)));
             }
         }
         for (int j = 0; j < MG; j++) _mm256_storeu_ps(gws + j * DENSE_TILE + 8 * v, gw[j]);
@@ -946,23 +956,24 @@ dense_bwd_group(float *dT, float *gxs, float *gws, const float *T, const uint32_
 __attribute__((noinline)) static void dense_tile_forward(const sp_spn *s, const float *T, float *acc, long p0, int nv,
                                const float *xs, const float *ws, int M) {
     const int R = s->R, K = s->K;
-    const long Dp = s->Dp;
+    const long ts = (long)R * K * 24, ms = (long)R * 8; /* floats per pixel vector */
     for (int r = 0; r < R; r++)
         for (int kk = 0; kk < K; kk++) {
-            const float *A = T + ((long)(r * K + kk) * 3) * Dp + p0, *B = A + Dp, *C = B + Dp;
-            const uint32_t *mk = s->rmask + r * Dp + p0;
+            const float *A = T + dense_off(s, r, kk, 0, p0);
+            const uint32_t *mk = s->rmask + ((p0 >> 3) * R + r) * 8;
             float *a = acc + (long)(r * K + kk) * M * 16;
 #if defined(__AVX2__)
             switch (M) {
-            case 1: dense_fwd_group(a, A, B, C, mk, xs, ws, nv, 1); break;
-            case 2: dense_fwd_group(a, A, B, C, mk, xs, ws, nv, 2); break;
-            case 3: dense_fwd_group(a, A, B, C, mk, xs, ws, nv, 3); break;
-            default: dense_fwd_group(a, A, B, C, mk, xs, ws, nv, 4); break;
+            case 1: dense_fwd_group(a, A, ts, mk, ms, xs, ws, nv, 1); break;
+            case 2: dense_fwd_group(a, A, ts, mk, ms, xs, ws, nv, 2); break;
+            case 3: dense_fwd_group(a, A, ts, mk, ms, xs, ws, nv, 3); break;
+            default: dense_fwd_group(a, A, ts, mk, ms, xs, ws, nv, 4); break;
             }
 #else
             for (int i = 0; i < 8 * nv; i++) {
-                float G = A[i] + xs[i] * (B[i] + xs[i] * C[i]);
-                int g = mk[i] != 0;
+                const float *t = A + (i >> 3) * ts + (i & 7);
+                float G = t[0] + xs[i] * (t[8] + xs[i] * t[16]);
+                int g = mk[(i >> 3) * ms + (i & 7)] != 0;
                 for (int k = 0; k < M; k++) a[k * 16 + g * 8 + (i & 7)] += ws[k * DENSE_TILE + i] * G;
             }
 #endif
@@ -974,24 +985,24 @@ __attribute__((noinline)) static void dense_tile_backward(const sp_spn *s, const
                                 long p0, int nv, const float *xs, const float *ws, const float *gL,
                                 long ldg, int M) {
     const int R = s->R, K = s->K;
-    const long Dp = s->Dp;
-    T += p0;
-    dT += p0;
-    const uint32_t *mask = s->rmask + p0;
+    T += dense_off(s, 0, 0, 0, p0);
+    dT += dense_off(s, 0, 0, 0, p0);
+    const uint32_t *mask = s->rmask + (p0 >> 3) * R * 8;
 #if defined(__AVX2__)
     switch (M) {
-    case 1: dense_bwd_group(dT, gxs, gws, T, mask, Dp, R, K, xs, ws, gL, ldg, nv, 1); break;
-    case 2: dense_bwd_group(dT, gxs, gws, T, mask, Dp, R, K, xs, ws, gL, ldg, nv, 2); break;
-    case 3: dense_bwd_group(dT, gxs, gws, T, mask, Dp, R, K, xs, ws, gL, ldg, nv, 3); break;
-    default: dense_bwd_group(dT, gxs, gws, T, mask, Dp, R, K, xs, ws, gL, ldg, nv, 4); break;
+    case 1: dense_bwd_group(dT, gxs, gws, T, mask, R, K, xs, ws, gL, ldg, nv, 1); break;
+    case 2: dense_bwd_group(dT, gxs, gws, T, mask, R, K, xs, ws, gL, ldg, nv, 2); break;
+    case 3: dense_bwd_group(dT, gxs, gws, T, mask, R, K, xs, ws, gL, ldg, nv, 3); break;
+    default: dense_bwd_group(dT, gxs, gws, T, mask, R, K, xs, ws, gL, ldg, nv, 4); break;
     }
 #else
+    const long Dp = 8; /* plane stride within a vector's block */
     for (int i = 0; i < 8 * nv; i++) {
         float x = xs[i];
         for (int r = 0; r < R; r++) {
-            int g = mask[r * Dp + i] != 0;
+            int g = mask[((long)(i >> 3) * R + r) * 8 + (i & 7)] != 0;
             for (int kk = 0; kk < K; kk++) {
-                const long to = ((long)(r * K + kk) * 3) * Dp + i;
+                const long to = ((long)(i >> 3) * R * K + r * K + kk) * 24 + (i & 7);
                 float G = T[to] + x * (T[to + Dp] + x * T[to + 2 * Dp]), D = 0;
                 for (int k = 0; k < M; k++) {
                     float P = gL[k * ldg + ((long)r * 2 + g) * K + kk];
