@@ -810,6 +810,57 @@ static void outer_backward(float *ga, const float *ea, const float *eb, const fl
     for (int j = 0; j < w; j++) gb[j] += eb[j] * tb[j];
 }
 
+/* Rows per block of sum_layer_backward. */
+#define SUM_ROWS 4
+
+/* The input gradients of a sum layer for nb examples: gE = gz W (gz (nb,
+ * S), W (S, C = w*w)) and outer_backward of every row into gV (rows vsi
+ * apart). gE is made SUM_ROWS rows at a time into ge (SUM_ROWS, C scratch,
+ * L1-sized) and consumed at once: the (nb, C) product of an sgemm would be
+ * zeroed (beta = 0), written and read back through L2, and OpenBLAS packs
+ * both operands of a product this skinny (64 x 400 x 20 in SuPAIR's
+ * object SPN) for about as long as it multiplies. */
+static void sum_layer_backward(float *gV, long vsi, const float *ea, const float *eb,
+                               const float *gz, int S, const float *W, int w, int nb, float *ge,
+                               float *tb) {
+    const int C = w * w;
+    for (int n0 = 0; n0 < nb; n0 += SUM_ROWS) {
+        const int nr = nb - n0 < SUM_ROWS ? nb - n0 : SUM_ROWS;
+        const float *g = gz + (long)n0 * S;
+        int c0 = 0;
+#if defined(__AVX2__)
+        if (nr == SUM_ROWS)
+            for (; c0 + 16 <= C; c0 += 16) {
+                __m256 acc[SUM_ROWS][2];
+                for (int i = 0; i < SUM_ROWS; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+                for (int k = 0; k < S; k++) {
+                    const __m256 w0 = _mm256_loadu_ps(W + (long)k * C + c0),
+                                 w1 = _mm256_loadu_ps(W + (long)k * C + c0 + 8);
+                    for (int i = 0; i < SUM_ROWS; i++) {
+                        const __m256 gi = _mm256_broadcast_ss(g + i * S + k);
+                        acc[i][0] = _mm256_fmadd_ps(gi, w0, acc[i][0]);
+                        acc[i][1] = _mm256_fmadd_ps(gi, w1, acc[i][1]);
+                    }
+                }
+                for (int i = 0; i < SUM_ROWS; i++) {
+                    _mm256_storeu_ps(ge + (long)i * C + c0, acc[i][0]);
+                    _mm256_storeu_ps(ge + (long)i * C + c0 + 8, acc[i][1]);
+                }
+            }
+#endif
+        for (int i = 0; i < nr; i++)
+            for (int c = c0; c < C; c++) {
+                float acc = 0.0f;
+                for (int k = 0; k < S; k++) acc += g[i * S + k] * W[(long)k * C + c];
+                ge[(long)i * C + c] = acc;
+            }
+        for (int i = 0; i < nr; i++) {
+            const long n = n0 + i;
+            outer_backward(gV + n * vsi, ea + n * w, eb + n * w, ge + (long)i * C, tb + n * w, w);
+        }
+    }
+}
+
 /* E (nb, w*w) = outer products ea[n] (x) eb[n], a major. */
 static void outer(float *E, const float *ea, const float *eb, int nb, int w) {
     for (int n = 0; n < nb; n++) {
@@ -1576,15 +1627,11 @@ static void backward_chunk(const spn_ctx *c, long n0, int nb, const spn_scratch 
                 child_exp(a + w, vsi, nb, w, sc->eb, sc->mb, sc->cb);
                 outer(sc->E, sc->ea, sc->eb, nb, w);
                 const float *W = c->der + s->dw_off[l] + go * C;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, C, S, 1.0f, sc->gz, S, W,
-                            C, 0.0f, sc->gE, C);
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, C, nb, 1.0f, sc->gz, S,
                             sc->E, C, 1.0f, part + s->dw_off[l] + go * C, C);
                 /* d value / d child = E * gE, summed over the other child. */
-                for (int n = 0; n < nb; n++)
-                    outer_backward(sc->gV[l - 1] + n * vsi + ao, sc->ea + (long)n * w,
-                                   sc->eb + (long)n * w, sc->gE + (long)n * C, sc->tb + (long)n * w,
-                                   w);
+                sum_layer_backward(sc->gV[l - 1] + ao, vsi, sc->ea, sc->eb, sc->gz, S, W, w, nb,
+                                   sc->gE, sc->tb);
             }
         }
         /* Leaves. */
