@@ -512,8 +512,9 @@ static void chain_weights(float *restrict w, long ldw, const float *restrict u, 
 }
 
 /* Backward of chain_weights: from gw (d/dw_k, rows ldg apart) into gu (rows
- * ldu apart, like u); w rows ldw apart. With v_j = 1 - clip(u_j), dw_k/dv_j = prod_{i<k, i!=j}
- * v_i for j < k, so dv_j = w_j t_j with the suffix sums
+ * ldu apart, like u); w rows ldw apart. With v_j = 1 - clip(u_j),
+ * dw_k/dv_j = prod_{i<k, i!=j} v_i for j < k, so dv_j = w_j t_j with the
+ * suffix sums
  *   t_{M-2} = gw_{M-1},  t_j = gw_{j+1} + v_{j+1} t_{j+1}
  * (no division by v, which may be 0); gu_j -= dv_j where 0 <= u_j <= 1. */
 static void chain_grad(float *restrict gu, long ldu, const float *restrict u,
@@ -1392,7 +1393,7 @@ static long carve(const sp_spn *s, float *base, spn_scratch *sc) {
         TAKE(sc->wT, (long)nb * s->D);
     }
     TAKE(sc->E, (long)nb * s->cmax);
-    TAKE(sc->gE, (long)nb * s->cmax);
+    TAKE(sc->gE, (long)SUM_ROWS * s->cmax); /* sum_layer_backward's rows of gE */
     TAKE(sc->ea, (long)nb * wmax);
     TAKE(sc->eb, (long)nb * wmax);
     TAKE(sc->ta, (long)nb * wmax);
