@@ -100,14 +100,12 @@ sp_tensor *sp_supair_head(sp_tape *t, const sp_tensor *h, const sp_tensor *W1, c
 sp_tensor *sp_supair_theta(sp_tape *t, sp_tensor *const *z, int K, float shift);
 
 /* Occlusion: raw object score maps (B*K, H, W) (scattered bilinear weights)
- * -> s = clip(raw, 0, 1); bg_0 = 1, bg_{i+1} = bg_i (1 - s_i).
- * Outputs *bg_pad (B*K, H+2, W+2) = bg_0..bg_{K-1} zero-padded by one pixel
- * (visibility is sampled from it) and *marg_bg (B*(K+1), H*W) = 1 - bg_k
- * (the background SPN's marginalisation for k objects) unless marg_bg is
- * NULL: the model gives the raw maps to sp_spn_logp_occluded, which makes
- * those weights inside its leaf kernels. */
-int sp_supair_occlusion(sp_tape *t, const sp_tensor *raw, int K, sp_tensor **bg_pad,
-                        sp_tensor **marg_bg);
+ * -> s = clip(raw, 0, 1); bg_0 = 1, bg_{i+1} = bg_i (1 - s_i). Outputs
+ * *bg_pad (B*K, H+2, W+2) = bg_0..bg_{K-1} zero-padded by one pixel
+ * (visibility is sampled from it). The background SPN's weights for k
+ * objects, bg_k, are made from the raw maps inside its leaf kernels
+ * (sp_spn_logp_occluded), not here. */
+int sp_supair_occlusion(sp_tape *t, const sp_tensor *raw, int K, sp_tensor **bg_pad);
 
 /* y = 1 - x (any shape); the object SPN's marginalisation from visibility. */
 sp_tensor *sp_supair_one_minus(sp_tape *t, const sp_tensor *x);

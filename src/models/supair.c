@@ -325,7 +325,7 @@ static int forward(supair *m, sp_tape *t, const sp_params *p, const float *x, in
     sp_tensor *raw = sp_stn_scatter(t, ones, theta, SCENE, SCENE, (float)G, (float)G);
     mark(m, t, SP_SUPAIR_T_STN, &t0);
     sp_tensor *pad = NULL;
-    sp_supair_occlusion(t, raw, K, &pad, NULL);
+    sp_supair_occlusion(t, raw, K, &pad);
     mark(m, t, SP_SUPAIR_T_REST, &t0);
     sp_tensor *vis = sp_stn_sample(t, pad, theta1, G, G, (float)G, (float)G);
     mark(m, t, SP_SUPAIR_T_STN, &t0);

@@ -341,7 +341,7 @@ sp_tensor *sp_supair_theta(sp_tape *t, sp_tensor *const *z, int K, float shift) 
 
 typedef struct occ_ctx {
     const sp_tensor *raw;
-    sp_tensor *pad, *marg;
+    sp_tensor *pad;
     int B, K, H, W;
 } occ_ctx;
 
@@ -365,12 +365,11 @@ static void occ_scale(float *restrict bg, const float *restrict raw, int n) {
 }
 
 /* One row of occ_backward: dr -= g bg where 0 <= raw <= 1 (clip_by_value's
- * gradient passes on the closed interval), then g = g (1 - clip(raw)) - dm
- * + dpad; dr, dm and dpad may be NULL. AVX2 where available: the scalar
- * selects do not vectorise. */
+ * gradient passes on the closed interval), then g = g (1 - clip(raw)) +
+ * dpad; dr and dpad may be NULL. AVX2 where available: the scalar selects
+ * do not vectorise. */
 static void occ_row_backward(float *restrict dr, float *restrict g, const float *restrict raw,
-                             const float *restrict bg, const float *restrict dm,
-                             const float *restrict dpad, int W) {
+                             const float *restrict bg, const float *restrict dpad, int W) {
     int x = 0;
 #if defined(__AVX2__)
     const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
@@ -385,7 +384,6 @@ static void occ_row_backward(float *restrict dr, float *restrict g, const float 
         /* operands in this order pass a NaN through, as clip01 does */
         __m256 s = _mm256_min_ps(one, _mm256_max_ps(zero, r));
         __m256 ng = _mm256_mul_ps(gv, _mm256_sub_ps(one, s));
-        if (dm) ng = _mm256_sub_ps(ng, _mm256_loadu_ps(dm + x));
         if (dpad) ng = _mm256_add_ps(ng, _mm256_loadu_ps(dpad + x));
         _mm256_storeu_ps(g + x, ng);
     }
@@ -393,7 +391,7 @@ static void occ_row_backward(float *restrict dr, float *restrict g, const float 
     for (; x < W; x++) {
         float r = raw[x];
         if (dr && r >= 0.0f && r <= 1.0f) dr[x] -= g[x] * bg[x];
-        g[x] = g[x] * (1.0f - clip01(r)) - (dm ? dm[x] : 0.0f) + (dpad ? dpad[x] : 0.0f);
+        g[x] = g[x] * (1.0f - clip01(r)) + (dpad ? dpad[x] : 0.0f);
     }
 }
 
@@ -401,34 +399,32 @@ static void occ_backward(void *p) {
     occ_ctx *k = p;
     const int B = k->B, K = k->K, H = k->H, W = k->W, HW = H * W, PW = W + 2;
     const long PHW = (long)(H + 2) * PW;
-    const float *dpad = k->pad->grad, *dmarg = k->marg ? k->marg->grad : NULL;
+    const float *dpad = k->pad->grad;
     float *draw = k->raw->grad;
 #pragma omp parallel for schedule(static) if ((long)B * K * HW >= SUPAIR_OMP_MIN)
     for (int b = 0; b < B; b++) {
-        // g = dL/dbg_i over the scene, walked from the last map back to bg_0
+        // g = dL/dbg_{i+1} over the scene, walked from the last map back to
+        // bg_0; bg_K feeds nothing here (the background SPN takes the raw
+        // maps itself), so g starts at 0 and raw_{K-1} gets nothing
         float g[OCC_MAX_PX];
-        const float *dm = dmarg ? dmarg + (size_t)b * (K + 1) * HW : NULL;
-        for (int q = 0; q < HW; q++) g[q] = dm ? -dm[(size_t)K * HW + q] : 0.0f;
+        for (int q = 0; q < HW; q++) g[q] = 0.0f;
         for (int i = K - 1; i >= 0; i--) {
             const size_t bi = (size_t)b * K + i;
             const float *rv = k->raw->val + bi * HW;
-            float *dr = draw ? draw + bi * HW : NULL;
+            float *dr = draw && i < K - 1 ? draw + bi * HW : NULL;
             const float *pv = k->pad->val + bi * PHW, *pg = dpad ? dpad + bi * PHW : NULL;
             for (int y = 0; y < H; y++) {
                 const long po = (long)(y + 1) * PW + 1;
                 float *restrict gy = g + y * W;
-                const float *ry = rv + y * W, *dmy = dm ? dm + (size_t)i * HW + y * W : NULL;
-                occ_row_backward(dr ? dr + y * W : NULL, gy, ry, pv + po, dmy, pg ? pg + po : NULL,
-                                 W);
+                occ_row_backward(dr ? dr + y * W : NULL, gy, rv + y * W, pv + po,
+                                 pg ? pg + po : NULL, W);
             }
         }
     }
 }
 
-int sp_supair_occlusion(sp_tape *t, const sp_tensor *raw, int K, sp_tensor **bg_pad,
-                        sp_tensor **marg_bg) {
+int sp_supair_occlusion(sp_tape *t, const sp_tensor *raw, int K, sp_tensor **bg_pad) {
     *bg_pad = NULL;
-    if (marg_bg) *marg_bg = NULL;
     if (!raw) return SP_ERUNTIME;
     if (raw->ndim != 3 || K < 1 || raw->shape[0] % K != 0 ||
         (long)raw->shape[1] * raw->shape[2] > OCC_MAX_PX) {
@@ -440,18 +436,12 @@ int sp_supair_occlusion(sp_tape *t, const sp_tensor *raw, int K, sp_tensor **bg_
     const long PHW = (long)(H + 2) * PW;
     const int rg = sp_needs_grad(raw);
     sp_tensor *pad = sp_tensor_3d(t, B * K, H + 2, PW, rg);
-    sp_tensor *marg = marg_bg ? sp_tensor_2d(t, B * (K + 1), HW, rg) : NULL;
-    if (!pad || (marg_bg && !marg)) return SP_ERUNTIME;
+    if (!pad) return SP_ERUNTIME;
 #pragma omp parallel for schedule(static) if ((long)B * K * HW >= SUPAIR_OMP_MIN)
     for (int b = 0; b < B; b++) {
         float bg[OCC_MAX_PX];
         for (int q = 0; q < HW; q++) bg[q] = 1.0f;
-        for (int i = 0; i <= K; i++) {
-            if (marg) {
-                float *mg = marg->val + ((size_t)b * (K + 1) + i) * HW;
-                for (int q = 0; q < HW; q++) mg[q] = 1.0f - bg[q];
-            }
-            if (i == K) break;
+        for (int i = 0; i < K; i++) {
             const size_t bi = (size_t)b * K + i;
             float *pv = pad->val + bi * PHW;
             const float *rv = raw->val + bi * HW;
@@ -462,17 +452,16 @@ int sp_supair_occlusion(sp_tape *t, const sp_tensor *raw, int K, sp_tensor **bg_
                 row[0] = row[W + 1] = 0.0f;
                 memcpy(row + 1, bg + y * W, (size_t)W * sizeof(float));
             }
-            if (marg || i + 1 < K) occ_scale(bg, rv, HW); /* bg_K only feeds marg */
+            if (i + 1 < K) occ_scale(bg, rv, HW); /* bg_K is not needed */
         }
     }
     if (rg && sp_tape_grad_enabled(t)) {
         occ_ctx *k = sp_tape_alloc(t, sizeof *k);
         if (!k) return SP_ERUNTIME;
-        *k = (occ_ctx){raw, pad, marg, B, K, H, W};
+        *k = (occ_ctx){raw, pad, B, K, H, W};
         if (sp_tape_record(t, occ_backward, k)) return SP_ERUNTIME;
     }
     *bg_pad = pad;
-    if (marg_bg) *marg_bg = marg;
     return SP_OK;
 }
 

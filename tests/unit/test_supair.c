@@ -97,13 +97,11 @@ static void test_theta_grad(void) {
     SP_ASSERT_GRADCHECK(build_theta, NULL, 3, spec, 31, SP_GC_ATOL, SP_GC_RTOL);
 }
 
-/* which: 0 the padded maps, 1 the marginalisation maps, 2 the padded maps
- * made without the marginalisation maps (the model's call). */
 static sp_tensor *build_occ(sp_tape *t, sp_tensor **in, void *ctx) {
-    int which = *(int *)ctx;
-    sp_tensor *pad, *marg;
-    sp_supair_occlusion(t, in[0], 3, &pad, which == 2 ? NULL : &marg);
-    return which == 1 ? marg : pad;
+    (void)ctx;
+    sp_tensor *pad;
+    sp_supair_occlusion(t, in[0], 3, &pad);
+    return pad;
 }
 
 // build_occ on raw = u + a fixed offset per element: 0 and 0.52 (inside
@@ -120,43 +118,34 @@ static sp_tensor *build_occ_mixed(sp_tape *t, sp_tensor **in, void *ctx) {
 static void test_occlusion_grad(void) {
     // raw scores straddle the clip range: elements on the clip's kinks are skipped
     sp_gc_input spec[1] = {{3, {2 * 3, 4, 5}, -0.3f, 1.3f, 1}};
-    // (which 2 on which 0's inputs: the same function by another path)
-    for (int which = 0; which < 3; which++)
-        SP_ASSERT_GRADCHECK(build_occ, &which, 1, spec, 41 + which % 2, SP_GC_ATOL, SP_GC_RTOL);
+    SP_ASSERT_GRADCHECK(build_occ, NULL, 1, spec, 41, SP_GC_ATOL, SP_GC_RTOL);
     // rows of 11: one 8-wide vector of the AVX2 path plus a scalar tail, with
     // raw values inside the clip range, above and below it, mixed in every
     // row and kept 0.02 from the kinks (differences cannot resolve a kink
     // closer than their smallest step): raw = u + offset pattern
     sp_gc_input wide[1] = {{3, {2 * 3, 3, 11}, 0.02f, 0.46f, 1}};
-    for (int which = 0; which < 3; which++)
-        SP_ASSERT_GRADCHECK(build_occ_mixed, &which, 1, wide, 43 + which % 2, SP_GC_ATOL,
-                            SP_GC_RTOL);
+    SP_ASSERT_GRADCHECK(build_occ_mixed, NULL, 1, wide, 43, SP_GC_ATOL, SP_GC_RTOL);
 }
 
 static void test_occlusion_values(void) {
     sp_tape *t = sp_tape_create(1 << 20);
     sp_tape_set_grad(t, 0);
-    // one scene, K = 2, 2x2 maps
-    float raw[2 * 4] = {0.5f, 1.5f, -1.0f, 0.25f, 0.5f, 0.5f, 0.0f, 1.0f};
-    sp_tensor *r = sp_tensor_view(t, raw, NULL, 3, (int[]){2, 2, 2});
-    sp_tensor *pad, *marg;
-    CU_ASSERT_EQUAL_FATAL(sp_supair_occlusion(t, r, 2, &pad, &marg), SP_OK);
+    // one scene, K = 3, 2x2 maps (the third map shapes no output: bg_3 is
+    // the background SPN's business)
+    float raw[3 * 4] = {0.5f, 1.5f, -1.0f, 0.25f, 0.5f, 0.5f, 0.0f, 1.0f, 0.3f, 0.3f, 0.3f, 0.3f};
+    sp_tensor *r = sp_tensor_view(t, raw, NULL, 3, (int[]){3, 2, 2});
+    sp_tensor *pad;
+    CU_ASSERT_EQUAL_FATAL(sp_supair_occlusion(t, r, 3, &pad), SP_OK);
     // bg_1 = 1 - clip(raw_0) = {0.5, 0, 1, 0.75}; bg_2 = bg_1 (1 - clip(raw_1))
     const double bg1[4] = {0.5, 0.0, 1.0, 0.75}, bg2[4] = {0.25, 0.0, 1.0, 0.0};
     for (int q = 0; q < 4; q++) {
         int y = q / 2, x = q % 2;
         SP_ASSERT_CLOSE(pad->val[(y + 1) * 4 + x + 1], 1.0, 0);     // bg_0
         SP_ASSERT_CLOSE(pad->val[16 + (y + 1) * 4 + x + 1], bg1[q], 1e-7);
-        SP_ASSERT_CLOSE(marg->val[q], 0.0, 0);
-        SP_ASSERT_CLOSE(marg->val[4 + q], 1.0 - bg1[q], 1e-7);
-        SP_ASSERT_CLOSE(marg->val[8 + q], 1.0 - bg2[q], 1e-7);
+        SP_ASSERT_CLOSE(pad->val[32 + (y + 1) * 4 + x + 1], bg2[q], 1e-7);
     }
     SP_ASSERT_CLOSE(pad->val[0], 0.0, 0);  // the border is zero
     SP_ASSERT_CLOSE(pad->val[16 + 15], 0.0, 0);
-    // without the marginalisation maps: the same padded maps
-    sp_tensor *pad2;
-    CU_ASSERT_EQUAL_FATAL(sp_supair_occlusion(t, r, 2, &pad2, NULL), SP_OK);
-    CU_ASSERT_EQUAL(memcmp(pad2->val, pad->val, (size_t)pad->size * sizeof(float)), 0);
     sp_tape_destroy(t);
 }
 
