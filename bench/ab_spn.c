@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_util.h"
 #include "supair/params.h"
 #include "supair/spn.h"
 #include "supair/tape.h"
@@ -42,16 +43,6 @@ typedef struct version {
     sp_spn *s;
     sp_params p;
 } version;
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 int main(int argc, char **argv) {
     if (argc < 2 || (strcmp(argv[1], "obj") && strcmp(argv[1], "bg"))) {
@@ -118,7 +109,8 @@ int main(int argc, char **argv) {
     for (int r = 0; r < rounds; r++) ratio[r] = tb[r] / ta[r];
     printf("%s forward+backward, %d rounds: median A %.2f ms, B %.2f ms, B/A per round median %.3f\n",
            bg ? "background SPN (128 scenes x 4)" : "object SPN (384 glimpses)", rounds,
-           1e3 * median(ta, rounds), 1e3 * median(tb, rounds), median(ratio, rounds));
+           1e3 * bench_median(ta, rounds), 1e3 * bench_median(tb, rounds),
+           bench_median(ratio, rounds));
     sp_tape_destroy(t);
     for (int k = 0; k < 2; k++) {
         if (k) B_sp_spn_free(v[k].s);

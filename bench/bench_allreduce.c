@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_util.h"
 #include "supair/dist.h"
 #include "supair/timer.h"
 
@@ -63,11 +64,6 @@ static int parse(int argc, char **argv, opts *o) {
     return 0;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static int one_call(sp_dist *d, float *buf, long n, int mode, sp_error *err) {
     if (mode == 0) return sp_dist_allreduce_sum(d, buf, n, 1.0f, err);
     int rc = sp_dist_allreduce_begin(d, buf, n, SP_DIST_DESCENDING, err);
@@ -99,7 +95,7 @@ static double time_reduce(sp_dist *d, float *buf, long n, int mode, double budge
     reps = reps < 3 ? 3 : reps > 200 ? 200 : reps;
     double t[200];
     for (int r = 0; r < reps; r++) t[r] = timed_call(d, buf, n, mode);
-    qsort(t, (size_t)reps, sizeof *t, cmp_double);
+    qsort(t, (size_t)reps, sizeof *t, bench_cmp_double);
     int64_t ns = (int64_t)(t[reps / 2] * 1e9);
     sp_dist_max_int64(d, &ns, 1, &err);
     return (double)ns * 1e-9;

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_util.h"
 #include "supair/cpu.h"
 #include "supair/error.h"
 #include "supair/optim.h"
@@ -54,11 +55,6 @@ typedef struct bench_op {
     double sec[2];   /* median seconds at 1 and 2 threads */
 } bench_op;
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static double measure(bench_op *op) {
     double t[MAX_REPS];
     int n = 0;
@@ -69,8 +65,7 @@ static double measure(bench_op *op) {
         op->run(op);
         t[n++] = sp_time_now() - t0;
     }
-    qsort(t, n, sizeof t[0], cmp_double);
-    return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+    return bench_median(t, n);
 }
 
 static float *frand(long n, float scale, unsigned seed) {

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "supair/cpu.h"
 #include "supair/error.h"
 #include "supair/params.h"
@@ -29,11 +30,6 @@
 #define MIN_REPS 3
 #define MAX_REPS 40
 #define MIN_TIME 0.6
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 typedef void (*run_fn)(void *ctx);
 
@@ -58,8 +54,8 @@ static double median_time(run_fn fn, void *ctx, double *cpu) {
         t[n] = sp_time_now() - t0;
         c[n++] = cpu_now() - c0;
     }
-    qsort(t, (size_t)n, sizeof *t, cmp_double);
-    qsort(c, (size_t)n, sizeof *c, cmp_double);
+    qsort(t, (size_t)n, sizeof *t, bench_cmp_double);
+    qsort(c, (size_t)n, sizeof *c, bench_cmp_double);
     if (cpu) *cpu = c[n / 2];
     return t[n / 2];
 }

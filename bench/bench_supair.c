@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "supair/config.h"
 #include "supair/cpu.h"
 #include "supair/idx.h"
@@ -94,17 +95,11 @@ static double cpu_now(void) {
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Median of v[0..n) (n <= MAX_STEPS), v left as it is. */
 static double median(const double *v, int n) {
     double w[MAX_STEPS];
     memcpy(w, v, (size_t)n * sizeof *w);
-    qsort(w, (size_t)n, sizeof *w, cmp_double);
-    return n % 2 ? w[n / 2] : 0.5 * (w[n / 2 - 1] + w[n / 2]);
+    return bench_median(w, n);
 }
 
 /* The benchmark's batch: the default training scenes (multi-object
