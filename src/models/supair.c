@@ -320,8 +320,11 @@ static int forward(supair *m, sp_tape *t, const sp_params *p, const float *x, in
     sp_tensor *img = sp_tensor_view(t, (float *)x, NULL, 3, (int[]){B, SCENE, SCENE});
     sp_tensor *glim = sp_stn_sample(t, img, theta, G, G, (float)G, (float)G);
     sp_tensor *ones = sp_tensor_3d(t, B * K, G, G, 0);
-    if (ones)
-        for (long e = 0; e < ones->size; e++) ones->val[e] = 1.0f;
+    if (ones) {
+        const long n = ones->size;
+#pragma omp parallel for simd schedule(static) if (n >= (1L << 18))
+        for (long e = 0; e < n; e++) ones->val[e] = 1.0f;
+    }
     sp_tensor *raw = sp_stn_scatter(t, ones, theta, SCENE, SCENE, (float)G, (float)G);
     mark(m, t, SP_SUPAIR_T_STN, &t0);
     sp_tensor *pad = NULL;

@@ -103,6 +103,7 @@ static sp_tensor *linear(sp_tape *t, const sp_tensor *x, const sp_tensor *W, con
     const int rg = sp_needs_grad(x) || sp_needs_grad(W) || (b && sp_needs_grad(b));
     sp_tensor *y = sp_tensor_2d(t, B, G, rg);
     if (!y) return NULL;
+#pragma omp parallel for schedule(static) if ((long)B * G >= SUPAIR_OMP_MIN)
     for (int i = 0; i < B; i++) {
         float *row = y->val + (size_t)i * G;
         if (b)

@@ -152,14 +152,17 @@ static void lstm_backward(void *p) {
     const float *cv = k->c ? k->c->val : NULL;
     float *dc = sp_needs_grad(k->c) ? k->c->grad : NULL;
 
+    float *dx = sp_needs_grad(k->xproj) ? k->xproj->grad : NULL;
+    /* dx += dg row by row in the same team (a serial pass over (B, 4H)
+     * here left the second thread idle) */
 #pragma omp parallel for schedule(static) if ((long)B * H >= LSTM_OMP_MIN)
-    for (int b = 0; b < B; b++)
-        lstm_row_backward(k->dg + (size_t)b * G, dc ? dc + (size_t)b * H : NULL,
-                          k->act + (size_t)b * G, k->tc + (size_t)b * H, dh + (size_t)b * H,
-                          dcn + (size_t)b * H, cv ? cv + (size_t)b * H : NULL, H);
-    if (sp_needs_grad(k->xproj)) {
-        float *dx = k->xproj->grad;
-        for (long e = 0; e < (long)B * G; e++) dx[e] += k->dg[e];
+    for (int b = 0; b < B; b++) {
+        float *g = k->dg + (size_t)b * G;
+        lstm_row_backward(g, dc ? dc + (size_t)b * H : NULL, k->act + (size_t)b * G,
+                          k->tc + (size_t)b * H, dh + (size_t)b * H, dcn + (size_t)b * H,
+                          cv ? cv + (size_t)b * H : NULL, H);
+        if (dx)
+            for (int e = 0; e < G; e++) dx[(size_t)b * G + e] += g[e];
     }
     if (k->h && sp_needs_grad(k->h))  // dh (B,H) += dg (B,4H) W_h^T
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, H, G, 1.0f, k->dg, G,
@@ -191,7 +194,9 @@ int sp_lstm_cell(sp_tape *t, const sp_tensor *xproj, const sp_tensor *h, const s
     if (!ho || !co || !act || (rg && !tcs)) return SP_ERUNTIME;
 
     // pre-activations (B,4H) = xproj + h W_h
-    memcpy(act, xproj->val, (size_t)B * G * sizeof(float));
+#pragma omp parallel for schedule(static) if ((long)B * H >= LSTM_OMP_MIN)
+    for (int b = 0; b < B; b++)
+        memcpy(act + (size_t)b * G, xproj->val + (size_t)b * G, (size_t)G * sizeof(float));
     if (h)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, G, H, 1.0f, h->val, H, W_h->val,
                     G, 1.0f, act, G);

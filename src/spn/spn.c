@@ -370,6 +370,7 @@ static void leaf_moments(float *sg, float *inv, float *logv, const float *pv, in
 
 /* Softmax of each row of a (rows, n) matrix. */
 static void softmax_rows(float *out, const float *in, long rows, int n) {
+#pragma omp parallel for schedule(static) if (rows * n >= (1L << 15) && !omp_in_parallel())
     for (long r = 0; r < rows; r++) {
         const float *a = in + r * n;
         float *o = out + r * n;
