@@ -39,6 +39,14 @@ sp_tensor *sp_stn_sample(sp_tape *t, const sp_tensor *img, const sp_tensor *thet
 sp_tensor *sp_stn_scatter(sp_tape *t, const sp_tensor *vals, const sp_tensor *theta, int H, int W,
                           float extent_h, float extent_w);
 
+/* sp_stn_scatter of a (B, out_h, out_w) block of ones, without the block:
+ * SuPAIR's object score maps (B, H, W), the bilinear footprint of each box.
+ * Axis-aligned maps (SuPAIR's) take a separable form, the outer product of a
+ * row and a column profile, equal to the scatter up to float rounding.
+ * Gradient to theta. */
+sp_tensor *sp_stn_scatter_ones(sp_tape *t, const sp_tensor *theta, int out_h, int out_w, int H,
+                               int W, float extent_h, float extent_w);
+
 /* Zero-pads every image by one pixel on each side: (B, H, W) -> (B, H+2, W+2),
  * gradient to img. To sample the padded image at the places theta meant in
  * the unpadded one, shift the translation by one pixel: tx += 1, ty += 1

@@ -319,13 +319,7 @@ static int forward(supair *m, sp_tape *t, const sp_params *p, const float *x, in
     sp_tensor *theta1 = sp_supair_theta(t, o->z, K, 1.0f);  // for the padded maps
     sp_tensor *img = sp_tensor_view(t, (float *)x, NULL, 3, (int[]){B, SCENE, SCENE});
     sp_tensor *glim = sp_stn_sample(t, img, theta, G, G, (float)G, (float)G);
-    sp_tensor *ones = sp_tensor_3d(t, B * K, G, G, 0);
-    if (ones) {
-        const long n = ones->size;
-#pragma omp parallel for simd schedule(static) if (n >= (1L << 18))
-        for (long e = 0; e < n; e++) ones->val[e] = 1.0f;
-    }
-    sp_tensor *raw = sp_stn_scatter(t, ones, theta, SCENE, SCENE, (float)G, (float)G);
+    sp_tensor *raw = sp_stn_scatter_ones(t, theta, G, G, SCENE, SCENE, (float)G, (float)G);
     mark(m, t, SP_SUPAIR_T_STN, &t0);
     sp_tensor *pad = NULL;
     sp_supair_occlusion(t, raw, K, &pad);

@@ -428,7 +428,8 @@ sp_tensor *sp_stn_sample(sp_tape *t, const sp_tensor *img, const sp_tensor *thet
 /* ---- scatter ---- */
 
 typedef struct scatter_ctx {
-    const sp_tensor *vals, *theta;
+    const sp_tensor *vals, *theta; /* vals NULL: a block of ones (sp_stn_scatter_ones) */
+    const float *one_row;          /* (out_w) ones when vals is NULL */
     sp_tensor *out;
     grid g;
     int B;
@@ -440,12 +441,14 @@ static void scatter_backward(void *p) {
     const int HW = g->H * g->W, P = g->oh * g->ow, W = g->W;
     float *dv = sp_needs_grad(k->vals) ? k->vals->grad : NULL;
     float *dth = sp_needs_grad(k->theta) ? k->theta->grad : NULL;
+    /* grid row i of the values: row i of vals, or the one row of ones */
+    const long vstride = k->vals ? g->ow : 0;
 
 #pragma omp parallel for schedule(static) if ((long)k->B * P >= STN_OMP_MIN)
     for (int b = 0; b < k->B; b++) {
         const float *th = k->theta->val + 6 * b;
         const float *gc = k->out->grad + (size_t)b * HW;  // dL/dcanvas (H, W)
-        const float *v = k->vals->val + (size_t)b * P;
+        const float *v = k->vals ? k->vals->val + (size_t)b * P : k->one_row;
         double s[6] = {0};
         if (axis_aligned(th, g)) {
             axpt xs[STN_AX_MAX], ys[STN_AX_MAX];
@@ -457,8 +460,8 @@ static void scatter_backward(void *p) {
                 for (int i = 0; i < g->oh; i++) {
                     if (dv) axis_row_read(dv + (size_t)b * P + i * g->ow, 1, &rows, &cols, ys[i], W, g->ow);
                     if (dth)
-                        axis_row_dtheta_sep(s, &rows, &cols, ys[i], W, v + i * g->ow, g->u, g->ow,
-                                            g->v[i]);
+                        axis_row_dtheta_sep(s, &rows, &cols, ys[i], W, v + i * vstride, g->u,
+                                            g->ow, g->v[i]);
                 }
                 if (dth)
                     for (int e = 0; e < 6; e++) dth[6 * b + e] += (float)s[e];
@@ -467,7 +470,7 @@ static void scatter_backward(void *p) {
             for (int i = 0; i < g->oh; i++) {
                 const axpt y = ys[i];
                 const float *q0 = gc + y.i0, *q1 = q0 + W;
-                const float *vi = v + i * g->ow;
+                const float *vi = v + i * vstride;
                 if (dv) {
                     float *dvi = dv + (size_t)b * P + i * g->ow;
                     for (int j = 0; j < g->ow; j++) {
@@ -484,6 +487,7 @@ static void scatter_backward(void *p) {
         }
         for (int i = 0; i < g->oh; i++) {
             rowacc r = {0, 0, 0, 0};
+            const float *vi = v + i * vstride;
             for (int j = 0; j < g->ow; j++) {
                 pt q = point_at(th, g->u[j], g->v[i], W, g->xhi, g->yhi);
                 const int pi = i * g->ow + j;
@@ -493,7 +497,7 @@ static void scatter_backward(void *p) {
                 if (dth) {
                     float dX, dY;
                     bilinear_d(gc, &q, W, &dX, &dY);
-                    row_add(&r, v[pi] * dX, v[pi] * dY, g->u[j]);
+                    row_add(&r, vi[j] * dX, vi[j] * dY, g->u[j]);
                 }
             }
             row_flush(s, &r, g->v[i]);
@@ -557,9 +561,73 @@ sp_tensor *sp_stn_scatter(sp_tape *t, const sp_tensor *vals, const sp_tensor *th
     if (rg && sp_tape_grad_enabled(t)) {
         scatter_ctx *k = sp_tape_alloc(t, sizeof *k);
         if (!k) return NULL;
-        *k = (scatter_ctx){vals, theta, out, g, B};
+        *k = (scatter_ctx){vals, theta, NULL, out, g, B};
         if (sp_tape_record(t, scatter_backward, k)) return NULL;
     }
+    return out;
+}
+
+/* Scatter of ones. Through an axis-aligned map, grid point (i, j) splats
+ * weight R(i, y) C(j, x) onto pixel (y, x), where R(i, .) holds row i's two
+ * bilinear row weights (after the clip) and C(j, .) column j's, so the
+ * canvas is sum_i R(i, y) times sum_j C(j, x): the outer product of two
+ * profiles, 2 (oh + ow) adds and one multiply per pixel instead of a
+ * (B, oh, ow) block of ones splatted point by point over a zeroed canvas. */
+sp_tensor *sp_stn_scatter_ones(sp_tape *t, const sp_tensor *theta, int out_h, int out_w, int H,
+                               int W, float extent_h, float extent_w) {
+    if (!theta) {
+        sp_tape_set_failed(t);
+        return NULL;
+    }
+    if (!theta_ok(theta) || out_h < 1 || out_w < 1 || H < 2 || W < 2) {
+        sp_tape_set_failed(t);
+        return NULL;
+    }
+    const int B = theta->shape[0], HW = H * W, P = out_h * out_w;
+    const int rg = sp_needs_grad(theta);
+    sp_tensor *out = sp_tensor_3d(t, B, H, W, rg);  // (B, H, W)
+    float *one_row = sp_tape_alloc(t, (size_t)out_w * sizeof(float));
+    grid g;
+    if (!out || !one_row || grid_init(t, &g, out_h, out_w, H, W, extent_h, extent_w)) return NULL;
+    for (int j = 0; j < out_w; j++) one_row[j] = 1.0f;
+
+#pragma omp parallel for schedule(static) if ((long)B * HW >= STN_OMP_MIN)
+    for (int b = 0; b < B; b++) {
+        const float *th = theta->val + 6 * b;
+        float *o = out->val + (size_t)b * HW;
+        if (axis_aligned(th, &g) && H <= STN_AX_MAX && W <= STN_AX_MAX) {
+            axpt xs[STN_AX_MAX], ys[STN_AX_MAX];
+            axis_tables(th, &g, xs, ys);
+            float r[STN_AX_MAX], c[STN_AX_MAX];
+            memset(r, 0, (size_t)H * sizeof(float));
+            memset(c, 0, (size_t)W * sizeof(float));
+            for (int i = 0; i < out_h; i++) {
+                const int y0 = ys[i].i0 / W;
+                r[y0] += ys[i].w1, r[y0 + 1] += ys[i].w;
+            }
+            for (int j = 0; j < out_w; j++) c[xs[j].i0] += xs[j].w1, c[xs[j].i0 + 1] += xs[j].w;
+            for (int y = 0; y < H; y++) {
+                float *oy = o + (size_t)y * W;
+                const float ry = r[y];
+                for (int x = 0; x < W; x++) oy[x] = ry * c[x];
+            }
+            continue;
+        }
+        memset(o, 0, (size_t)HW * sizeof(float));
+        for (int i = 0; i < out_h; i++)
+            for (int j = 0; j < out_w; j++) {
+                pt q = point_at(th, g.u[j], g.v[i], W, g.xhi, g.yhi);
+                splat(o, &q, W, 1.0f);
+            }
+    }
+
+    if (rg && sp_tape_grad_enabled(t)) {
+        scatter_ctx *k = sp_tape_alloc(t, sizeof *k);
+        if (!k) return NULL;
+        *k = (scatter_ctx){NULL, theta, one_row, out, g, B};
+        if (sp_tape_record(t, scatter_backward, k)) return NULL;
+    }
+    (void)P;
     return out;
 }
 
