@@ -575,21 +575,15 @@ sp_tensor *sp_stn_scatter(sp_tape *t, const sp_tensor *vals, const sp_tensor *th
  * (B, oh, ow) block of ones splatted point by point over a zeroed canvas. */
 sp_tensor *sp_stn_scatter_ones(sp_tape *t, const sp_tensor *theta, int out_h, int out_w, int H,
                                int W, float extent_h, float extent_w) {
-    if (!theta) {
+    if (!theta || !theta_ok(theta) || out_h < 1 || out_w < 1 || H < 2 || W < 2) {
         sp_tape_set_failed(t);
         return NULL;
     }
-    if (!theta_ok(theta) || out_h < 1 || out_w < 1 || H < 2 || W < 2) {
-        sp_tape_set_failed(t);
-        return NULL;
-    }
-    const int B = theta->shape[0], HW = H * W, P = out_h * out_w;
+    const int B = theta->shape[0], HW = H * W;
     const int rg = sp_needs_grad(theta);
     sp_tensor *out = sp_tensor_3d(t, B, H, W, rg);  // (B, H, W)
-    float *one_row = sp_tape_alloc(t, (size_t)out_w * sizeof(float));
     grid g;
-    if (!out || !one_row || grid_init(t, &g, out_h, out_w, H, W, extent_h, extent_w)) return NULL;
-    for (int j = 0; j < out_w; j++) one_row[j] = 1.0f;
+    if (!out || grid_init(t, &g, out_h, out_w, H, W, extent_h, extent_w)) return NULL;
 
 #pragma omp parallel for schedule(static) if ((long)B * HW >= STN_OMP_MIN)
     for (int b = 0; b < B; b++) {
@@ -623,11 +617,12 @@ sp_tensor *sp_stn_scatter_ones(sp_tape *t, const sp_tensor *theta, int out_h, in
 
     if (rg && sp_tape_grad_enabled(t)) {
         scatter_ctx *k = sp_tape_alloc(t, sizeof *k);
-        if (!k) return NULL;
+        float *one_row = sp_tape_alloc(t, (size_t)out_w * sizeof(float));
+        if (!k || !one_row) return NULL;
+        for (int j = 0; j < out_w; j++) one_row[j] = 1.0f;
         *k = (scatter_ctx){NULL, theta, one_row, out, g, B};
         if (sp_tape_record(t, scatter_backward, k)) return NULL;
     }
-    (void)P;
     return out;
 }
 
