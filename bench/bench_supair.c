@@ -193,14 +193,15 @@ static void projection_crossover(const float *scenes) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: bench_supair [--threads N[,N...]] [--steps S]\n"
-                    "  defaults: --threads 1,2 --steps 11 (plus one warm-up step; the thread counts take turns)\n");
+    fprintf(stderr, "usage: bench_supair [--threads N[,N...]] [--steps S] [--steps-only]\n"
+                    "  defaults: --threads 1,2 --steps 11 (plus one warm-up step; the thread counts take turns)\n"
+                    "  --steps-only: skip the input projection's density table (for profilers)\n");
 }
 
 int main(int argc, char **argv) {
     sp_error err = {0};
     sp_blas_ensure_coretype(argc, argv, &err);
-    int threads[8] = {1, 2}, n_threads = 2, steps = 11;
+    int threads[8] = {1, 2}, n_threads = 2, steps = 11, steps_only = 0;
     for (int a = 1; a < argc; a++) {
         if (!strcmp(argv[a], "--threads") && a + 1 < argc) {
             n_threads = 0;
@@ -220,6 +221,8 @@ int main(int argc, char **argv) {
                 usage();
                 return 1;
             }
+        } else if (!strcmp(argv[a], "--steps-only")) {
+            steps_only = 1;
         } else {
             usage();
             return 1;
@@ -335,13 +338,23 @@ int main(int argc, char **argv) {
                threads[ti], threads[0], median(ratio, steps), steps, min_of(ratio, steps),
                max_of(ratio, steps), peak[ti] / peak[0], triad[ti] / triad[0], triad[ti],
                triad[0]);
+        /* per component, forward + backward, median of the per-round ratios:
+         * which parts hold the step's scaling back */
+        printf("  by component:");
+        for (int c = 0; c < SP_SUPAIR_T_N; c++) {
+            for (int s = 0; s < steps; s++)
+                ratio[s] = (comp_s[0][c][0][s] + comp_s[0][c][1][s]) /
+                           (comp_s[ti][c][0][s] + comp_s[ti][c][1][s]);
+            printf(" %s %.2fx", comp_names[c], median(ratio, steps));
+        }
+        printf("\n");
     }
     printf("components: %s, %s, %s, %s; step = median wall time, cpu = median CPU time of "
            "all threads; GFLOP/s counts the GEMM-shaped work executed (LSTM %.2f GF + SPN %.2f "
            "GF per step; the input projection over nonzero pixels only)\n",
            comp_names[0], comp_names[1], comp_names[2], comp_names[3], f_lstm / 1e9, f_spn / 1e9);
     printf("reference: PyTorch port ~470 scenes/s per core\n\n");
-    projection_crossover(x);
+    if (!steps_only) projection_crossover(x);
     sp_tape_destroy(t);
     free(x);
     v->destroy(m);

@@ -86,9 +86,18 @@ static void lin_backward(void *p) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, k->B, k->D, k->G, 1.0f, dy, k->G,
                         k->W->val, k->G, 1.0f, k->x->grad, k->D);
     }
-    if (k->b && sp_needs_grad(k->b))
-        for (int i = 0; i < k->B; i++)
-            for (int g = 0; g < k->G; g++) k->b->grad[g] += dy[(size_t)i * k->G + g];
+    if (k->b && sp_needs_grad(k->b)) {
+        /* db += column sums of dy, in blocks of 64 columns over the team;
+         * every sum still runs over the rows in order */
+        const int B = k->B, G = k->G, nblk = (G + 63) / 64;
+        float *db = k->b->grad;
+#pragma omp parallel for schedule(static) if ((long)B * G >= SUPAIR_OMP_MIN)
+        for (int q = 0; q < nblk; q++) {
+            const int g0 = q * 64, g1 = g0 + 64 < G ? g0 + 64 : G;
+            for (int i = 0; i < B; i++)
+                for (int g = g0; g < g1; g++) db[g] += dy[(size_t)i * G + g];
+        }
+    }
 }
 
 static sp_tensor *linear(sp_tape *t, const sp_tensor *x, const sp_tensor *W, const sp_tensor *b,

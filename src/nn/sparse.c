@@ -25,6 +25,8 @@
 #define SPARSE_OMP_MIN (1L << 20)
 /* Dense inputs of fewer floats are converted to CSR on one thread. */
 #define CSR_OMP_MIN (1L << 18)
+/* Transposes of fewer nonzeros run on one thread. */
+#define TRANSPOSE_OMP_MIN (1L << 14)
 
 long sp_count_nonzeros(const float *x, long n) {
     long c = 0;
@@ -83,21 +85,57 @@ void sp_csr_from_dense(sp_csr *out, const float *x, int rows, int cols) {
     sp_csr_fill(out, x, rows, cols);
 }
 
+/* First entry of row e0..e1 (columns ascending) whose column is >= j. */
+static int lower_col(const int *col, int e0, int e1, int j) {
+    while (e0 < e1) {
+        const int mid = e0 + (e1 - e0) / 2;
+        if (col[mid] < j) e0 = mid + 1;
+        else e1 = mid;
+    }
+    return e0;
+}
+
+/* A counting sort by column. Each thread owns a range of columns [j0, j1),
+ * i.e. of output rows: as a row's columns ascend, its entries in that range
+ * are one run found by binary search, so each thread counts, offsets and
+ * places only its own entries, in rows' order, into its own contiguous part
+ * of the output (no shared cursors, no barrier). The output is the same at
+ * any thread count. */
 void sp_csr_transpose(sp_csr *out, const sp_csr *in) {
-    out->rows = in->cols, out->cols = in->rows, out->nnz = in->nnz;
-    memset(out->start, 0, (size_t)(in->cols + 1) * sizeof(int));
-    for (long e = 0; e < in->nnz; e++) out->start[in->col[e] + 1]++;
-    for (int j = 0; j < in->cols; j++) out->start[j + 1] += out->start[j];
-    /* Rows of `in` in ascending order: each output row gets its entries in
-     * ascending column order. start[j] is used as the fill cursor of row j
-     * and shifted back afterwards. */
-    for (int i = 0; i < in->rows; i++)
-        for (int e = in->start[i]; e < in->start[i + 1]; e++) {
-            int p = out->start[in->col[e]]++;
-            out->col[p] = i, out->val[p] = in->val[e];
-        }
-    for (int j = in->cols; j > 0; j--) out->start[j] = out->start[j - 1];
+    const int R = in->rows, C = in->cols;
+    out->rows = C, out->cols = R, out->nnz = in->nnz;
     out->start[0] = 0;
+#pragma omp parallel if (in->nnz >= TRANSPOSE_OMP_MIN)
+    {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const int j0 = (int)((long)C * t / nt), j1 = (int)((long)C * (t + 1) / nt);
+        /* start[j + 1] counts column j, then holds its fill cursor (the
+         * start of column j), and ends as the end of column j */
+        int *st = out->start + 1;
+        memset(st + j0, 0, (size_t)(j1 - j0) * sizeof(int));
+        long base = 0; /* entries in columns < j0 */
+        for (int i = 0; i < R; i++) {
+            const int a = in->start[i], b = in->start[i + 1];
+            const int s0 = j0 ? lower_col(in->col, a, b, j0) : a;
+            const int s1 = j1 < C ? lower_col(in->col, s0, b, j1) : b;
+            base += s0 - a;
+            for (int e = s0; e < s1; e++) st[in->col[e]]++;
+        }
+        int acc = (int)base;
+        for (int j = j0; j < j1; j++) {
+            const int n = st[j];
+            st[j] = acc, acc += n;
+        }
+        for (int i = 0; i < R; i++) {
+            const int a = in->start[i], b = in->start[i + 1];
+            const int s0 = j0 ? lower_col(in->col, a, b, j0) : a;
+            const int s1 = j1 < C ? lower_col(in->col, s0, b, j1) : b;
+            for (int e = s0; e < s1; e++) {
+                const int p = st[in->col[e]]++;
+                out->col[p] = i, out->val[p] = in->val[e];
+            }
+        }
+    }
 }
 
 /* One full slab: y[:, j0:j0+SLAB] += A B[:, j0:j0+SLAB], where row r of

@@ -321,9 +321,45 @@ static void test_slab_linear_matches(void) {
     sp_tape_destroy(t);
 }
 
+/* The threaded transpose against the single-threaded one, entry for entry,
+ * at 2 and 3 threads: a scene-sized batch (empty row 1), a matrix whose
+ * nonzeros all sit in one row, and one below the threading threshold. */
+static void test_transpose_threads(void) {
+    const int shapes[3][2] = {{256, 2500}, {40, 20000}, {7, 30}};
+    const int saved = omp_get_max_threads();
+    for (int sh = 0; sh < 3; sh++) {
+        const int R = shapes[sh][0], C = shapes[sh][1];
+        float *x = sparse_matrix(R, C, 0.12, 60 + sh);
+        if (sh == 1) /* everything in row 3, all of it nonzero */
+            for (long e = 0; e < (long)R * C; e++) x[e] = e / C == 3 ? 1.0f + (float)(e % 7) : 0.0f;
+        const long nnz = sp_count_nonzeros(x, (long)R * C);
+        if (sh < 2) CU_ASSERT_TRUE(nnz >= 1L << 14); /* large enough to take the threaded path */
+        sp_csr m = csr_alloc(R, nnz), want = csr_alloc(C, nnz), got = csr_alloc(C, nnz);
+        sp_csr_from_dense(&m, x, R, C);
+        omp_set_num_threads(1);
+        sp_csr_transpose(&want, &m);
+        for (int th = 2; th <= 3; th++) {
+            omp_set_num_threads(th);
+            memset(got.start, 0xff, (size_t)(C + 1) * sizeof(int));
+            memset(got.col, 0xff, (size_t)nnz * sizeof(int));
+            memset(got.val, 0xff, (size_t)nnz * sizeof(float));
+            sp_csr_transpose(&got, &m);
+            CU_ASSERT_EQUAL(got.rows, C);
+            CU_ASSERT_EQUAL(got.cols, R);
+            CU_ASSERT_EQUAL(got.nnz, nnz);
+            CU_ASSERT_EQUAL(memcmp(got.start, want.start, (size_t)(C + 1) * sizeof(int)), 0);
+            CU_ASSERT_EQUAL(memcmp(got.col, want.col, (size_t)nnz * sizeof(int)), 0);
+            CU_ASSERT_EQUAL(memcmp(got.val, want.val, (size_t)nnz * sizeof(float)), 0);
+        }
+        omp_set_num_threads(saved);
+        csr_free(&m), csr_free(&want), csr_free(&got), free(x);
+    }
+}
+
 static const sp_test_case cases[] = {
     {"CSR round trip and transpose", test_csr_round_trip},
     {"CSR of a scene-sized batch at 1 and 2 threads", test_csr_large_threads},
+    {"threaded transpose equals the single-threaded one", test_transpose_threads},
     {"CSR x dense against a double loop (slabs, tails, empty rows)", test_product_shapes},
     {"1 and 2 threads bit-identical", test_threads_bit_identical},
     {"NaN in the sparse operand propagates", test_nan_propagates},
