@@ -57,6 +57,11 @@ int sp_dataset_preload_bytes(sp_dataset *d, const char *name, size_t *bytes, sp_
  * NAME's copy: later row reads copy from it. fill: read it from the file
  * first (fill = 0: another process sharing buf has filled it). */
 int sp_dataset_attach(sp_dataset *d, const char *name, void *buf, int fill, sp_error *err);
+/* Reads rows [r0, r1) of NAME into their place in such a copy (buf is the
+ * start of the whole copy), so that several processes can fill one shared
+ * copy side by side before each attaches it with fill = 0. */
+int sp_dataset_fill_rows(sp_dataset *d, const char *name, void *buf, long r0, long r1,
+                         sp_error *err);
 
 /* Attributes of an object ("/" for the root). Numeric attributes convert to
  * the requested type; a missing attribute is SP_EINPUT naming it. */
@@ -102,6 +107,11 @@ int sp_scenes_data_preload_bytes(sp_scenes_data *s, const char *split, size_t *b
                                  sp_error *err);
 int sp_scenes_data_attach(sp_scenes_data *s, const char *split, void *block, int fill,
                           sp_error *err);
+/* Fills part `part` of `parts` (rows split evenly) of a split's block: the
+ * ranks of a node each decompress their share, then all attach with
+ * fill = 0. */
+int sp_scenes_data_fill_part(sp_scenes_data *s, const char *split, void *block, int part,
+                             int parts, sp_error *err);
 /* images (n,50,50) in [0,1]; counts (n); boxes (n,MAX,4); counts or boxes
  * may be NULL. */
 int sp_scenes_data_read(sp_scenes_data *s, const char *split, const long *idx, long n,

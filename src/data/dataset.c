@@ -353,14 +353,37 @@ int sp_dataset_preload_bytes(sp_dataset *d, const char *name, size_t *bytes, sp_
     return SP_OK;
 }
 
+int sp_dataset_fill_rows(sp_dataset *d, const char *name, void *buf, long r0, long r1,
+                         sp_error *err) {
+    ds_entry *e;
+    int rc = get_entry(d, name, &e, err);
+    if (rc) return rc;
+    if (r0 < 0 || r1 < r0 || (hsize_t)r1 > e->dims[0])
+        return sp_fail(err, SP_EINPUT, "%s: %s: rows [%ld, %ld) outside [0, %llu)", d->path, name,
+                       r0, r1, (unsigned long long)e->dims[0]);
+    if (r0 == r1) return SP_OK;
+    const hid_t mt = preload_type(e);
+    hsize_t start[SP_DATASET_MAX_RANK] = {0}, count[SP_DATASET_MAX_RANK];
+    for (int k = 0; k < e->rank; k++) count[k] = e->dims[k];
+    start[0] = (hsize_t)r0, count[0] = (hsize_t)(r1 - r0);
+    hid_t fs = H5Dget_space(e->id), ms = H5Screate_simple(e->rank, count, NULL);
+    herr_t h = fs < 0 || ms < 0 ? -1 : H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+    char *dst = (char *)buf + (size_t)r0 * (size_t)e->row_len * H5Tget_size(mt);
+    if (h >= 0) h = H5Dread(e->id, mt, ms, fs, H5P_DEFAULT, dst);
+    if (ms >= 0) H5Sclose(ms);
+    if (fs >= 0) H5Sclose(fs);
+    if (h < 0)
+        return sp_fail(err, SP_ERUNTIME, "%s: %s: read error in rows [%ld, %ld)", d->path, name, r0,
+                       r1);
+    return SP_OK;
+}
+
 int sp_dataset_attach(sp_dataset *d, const char *name, void *buf, int fill, sp_error *err) {
     ds_entry *e;
     int rc = get_entry(d, name, &e, err);
     if (rc) return rc;
-    const hid_t mt = preload_type(e);
-    if (fill && H5Dread(e->id, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0)
-        return sp_fail(err, SP_ERUNTIME, "%s: %s: read error", d->path, name);
-    e->mem = buf, e->mem_type = mt;
+    if (fill && (rc = sp_dataset_fill_rows(d, name, buf, 0, (long)e->dims[0], err))) return rc;
+    e->mem = buf, e->mem_type = preload_type(e);
     return SP_OK;
 }
 
@@ -862,6 +885,23 @@ int sp_scenes_data_preload_bytes(sp_scenes_data *s, const char *split, size_t *b
     *bytes = 0;
     if (sp_scenes_data_size(s, split) < 0) return SP_OK;
     return scenes_layout(s, split, off, bytes, err);
+}
+
+int sp_scenes_data_fill_part(sp_scenes_data *s, const char *split, void *block, int part,
+                             int parts, sp_error *err) {
+    size_t off[3], total;
+    if (sp_scenes_data_size(s, split) < 0) return SP_OK;
+    if (parts < 1 || part < 0 || part >= parts)
+        return sp_fail(err, SP_EINPUT, "%s: part %d of %d", s->ds->path, part, parts);
+    int rc = scenes_layout(s, split, off, &total, err);
+    const long n = sp_scenes_data_size(s, split);
+    for (int i = 0; i < 3 && !rc; i++) {
+        char name[64];
+        scene_part(name, sizeof name, split, i);
+        rc = sp_dataset_fill_rows(s->ds, name, (char *)block + off[i], n * part / parts,
+                                  n * (part + 1) / parts, err);
+    }
+    return rc;
 }
 
 int sp_scenes_data_attach(sp_scenes_data *s, const char *split, void *block, int fill,

@@ -920,13 +920,14 @@ static int run_eval(trainer *T, int64_t n, int final, sp_error *err) {
     return rc;
 }
 
-/* Attaches the preloaded splits: train at block, the eval split after it. */
+/* Attaches the preloaded (filled) splits: train at block, the eval split
+ * after it. */
 static int attach_splits(trainer *T, char *block, size_t train_bytes, int with_train,
-                         int with_eval, int fill, sp_error *err) {
-    int rc = with_train ? sp_scenes_data_attach(&T->data, "train", block, fill, err) : SP_OK;
+                         int with_eval, sp_error *err) {
+    int rc = with_train ? sp_scenes_data_attach(&T->data, "train", block, 0, err) : SP_OK;
     if (!rc && with_eval)
         rc = sp_scenes_data_attach(&T->data, sp_config_str(T->cfg, "eval_split"),
-                                   block + (with_train ? train_bytes : 0), fill, err);
+                                   block + (with_train ? train_bytes : 0), 0, err);
     return rc;
 }
 
@@ -934,9 +935,9 @@ static int attach_splits(trainer *T, char *block, size_t train_bytes, int with_t
  * scene as its own compressed chunk: a rank's 128 rows took 3.5 ms of HDF5
  * per step on an idle machine, 7 ms with both cores busy; from memory
  * 0.3 ms. So the train split (and the evaluation split, budget permitting)
- * is held in memory, one copy per node that the node's ranks share: the
- * node's first rank reads it, the others map it. Collective; called once
- * the ranks agree on the data (same sizes everywhere). */
+ * is held in memory, one copy per node that the node's ranks share and
+ * fill side by side. Collective; called once the ranks agree on the data
+ * (same sizes everywhere). */
 static int preload_data(trainer *T, sp_error *err) {
     if (T->streams) return SP_OK;
     const size_t budget = (size_t)sp_config_int(T->cfg, "data_preload_mb") << 20;
@@ -954,13 +955,19 @@ static int preload_data(trainer *T, sp_error *err) {
     double t0 = sp_time_now();
     if ((rc = agree(T, sp_dist_node_alloc(T->dist, total, &T->shm, &block, &leader, err), err)))
         return rc;
-    /* The leader fills the block; the others map it once it is published. */
-    if (leader) rc = attach_splits(T, block, bt, with_train, with_eval, 1, err);
+    /* The node's ranks decompress one share of the rows each (one image is
+     * one compressed chunk: ~2 s for the default scenes on one core), then
+     * every rank attaches the block once it is published. */
+    const int part = sp_dist_local_rank(T->dist), parts = sp_dist_local_size(T->dist);
+    if (with_train) rc = sp_scenes_data_fill_part(&T->data, "train", block, part, parts, err);
+    if (!rc && with_eval)
+        rc = sp_scenes_data_fill_part(&T->data, es, (char *)block + (with_train ? bt : 0), part,
+                                      parts, err);
     sp_error e2 = {0};
     int prc = sp_dist_node_publish(T->shm, &e2);
     if (!rc && prc) rc = prc, *err = e2;
     if ((rc = agree(T, rc, err))) return rc;
-    if (!leader) rc = attach_splits(T, block, bt, with_train, with_eval, 0, err);
+    rc = attach_splits(T, block, bt, with_train, with_eval, err);
     if ((rc = agree(T, rc, err))) return rc;
     if (T->rank == 0)
         sp_info("data: %s%s%s split%s (%.0f MB) held in memory, one copy per node, read in %.1f s",

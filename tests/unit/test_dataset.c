@@ -287,6 +287,46 @@ static void test_preload(void) {
     free(block);
 }
 
+/* A block filled in parts by two handles (as a node's ranks fill the
+ * shared copy side by side), parts in reverse order, equals one filled
+ * whole, byte for byte: 20 rows in 1, 3, 7 and 30 parts (the last leaves
+ * some parts empty). Bad part numbers and rows out of range are refused
+ * naming the dataset; a split the file lacks fills nothing. */
+static void test_fill_parts(void) {
+    sp_error e;
+    CU_ASSERT_EQUAL_FATAL(build("parts.h5", SP_SCENES_OBJECTS, SP_NOISE_NONE, 5, 20, 20, &e),
+                          SP_OK);
+    char p[512];
+    path_of(p, sizeof p, "parts.h5");
+    sp_scenes_data a, b;
+    CU_ASSERT_EQUAL_FATAL(sp_scenes_data_open(&a, p, &e), SP_OK);
+    CU_ASSERT_EQUAL_FATAL(sp_scenes_data_open(&b, p, &e), SP_OK);
+    size_t bytes = 0;
+    CU_ASSERT_EQUAL_FATAL(sp_scenes_data_preload_bytes(&a, "train", &bytes, &e), SP_OK);
+    unsigned char *whole = aligned_alloc(64, bytes), *parted = aligned_alloc(64, bytes);
+    CU_ASSERT_FATAL(whole && parted);
+    memset(whole, 0xAB, bytes);
+    CU_ASSERT_EQUAL_FATAL(sp_scenes_data_attach(&a, "train", whole, 1, &e), SP_OK);
+    const int counts[4] = {1, 3, 7, 30};
+    for (int c = 0; c < 4; c++) {
+        memset(parted, 0xAB, bytes);
+        for (int q = 0; q < counts[c]; q++) /* alternate handles, parts in reverse */
+            CU_ASSERT_EQUAL(sp_scenes_data_fill_part(q % 2 ? &a : &b, "train", parted,
+                                                     counts[c] - 1 - q, counts[c], &e),
+                            SP_OK);
+        CU_ASSERT_EQUAL(memcmp(whole, parted, bytes), 0);
+    }
+    CU_ASSERT_EQUAL(sp_scenes_data_fill_part(&b, "train", parted, 3, 3, &e), SP_EINPUT);
+    CU_ASSERT_EQUAL(sp_scenes_data_fill_part(&b, "train", parted, -1, 3, &e), SP_EINPUT);
+    CU_ASSERT_EQUAL(sp_scenes_data_fill_part(&b, "train", parted, 0, 0, &e), SP_EINPUT);
+    CU_ASSERT_EQUAL(sp_dataset_fill_rows(b.ds, "/train/counts", parted, 5, 21, &e), SP_EINPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "/train/counts"));
+    CU_ASSERT_EQUAL(sp_scenes_data_fill_part(&b, "valid", parted, 0, 1, &e), SP_OK);
+    sp_scenes_data_close(&a);
+    sp_scenes_data_close(&b);
+    free(whole), free(parted);
+}
+
 static void test_fingerprint_and_determinism(void) {
     sp_error e;
     CU_ASSERT_EQUAL_FATAL(build("a.h5", SP_SCENES_OBJECTS, SP_NOISE_NONE, 1, 100, 30, &e), SP_OK);
@@ -519,6 +559,7 @@ int main(void) {
         {"build, read shuffled rows = generator", test_build_and_read},
         {"sprites file", test_sprites_file},
         {"attached splits read as the file", test_preload},
+        {"a block filled in parts equals one filled whole", test_fill_parts},
         {"same seed same bytes; fingerprint", test_fingerprint_and_determinism},
         {"inspect prints schema and histogram", test_inspect},
         {"build errors leave no files", test_build_errors},
