@@ -71,9 +71,9 @@ int sp_dist_barrier(sp_dist *d, sp_error *err);
  * shared window over the node's ranks), for read-only data all ranks need:
  *
  *   sp_dist_node_alloc(d, bytes, &shm, &ptr, &leader, err);  (collective)
- *   if (leader) ... fill ptr ...
+ *   ... fill ptr: the leader alone, or each rank its own disjoint part ...
  *   sp_dist_node_publish(shm, err);  (collective over the node: after it,
- *                                      every rank sees the leader's bytes)
+ *                                      every rank sees every rank's bytes)
  *   ... read ptr ...
  *   sp_dist_node_free(shm);          (collective)
  *

@@ -367,7 +367,9 @@ int sp_dataset_fill_rows(sp_dataset *d, const char *name, void *buf, long r0, lo
     for (int k = 0; k < e->rank; k++) count[k] = e->dims[k];
     start[0] = (hsize_t)r0, count[0] = (hsize_t)(r1 - r0);
     hid_t fs = H5Dget_space(e->id), ms = H5Screate_simple(e->rank, count, NULL);
-    herr_t h = fs < 0 || ms < 0 ? -1 : H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+    herr_t h = fs < 0 || ms < 0
+                   ? -1
+                   : H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
     char *dst = (char *)buf + (size_t)r0 * (size_t)e->row_len * H5Tget_size(mt);
     if (h >= 0) h = H5Dread(e->id, mt, ms, fs, H5P_DEFAULT, dst);
     if (ms >= 0) H5Sclose(ms);
