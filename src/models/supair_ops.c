@@ -189,13 +189,19 @@ typedef struct head_ctx {
     int B, H, A;
 } head_ctx;
 
-static void head_backward(void *p) {
-    head_ctx *k = p;
-    const int B = k->B, H = k->H, A = k->A;
+/* Rows [r0, r1) of the calling thread in a team over B rows. */
+static void thread_rows(int B, int *r0, int *r1) {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    *r0 = (int)((long)B * t / nt);
+    *r1 = (int)((long)B * (t + 1) / nt);
+}
+
+/* The head's gradients w.r.t. o of rows [r0, r1): dO = dz/do. */
+static void head_dO_rows(const head_ctx *k, int r0, int r1) {
     const sp_supair_bounds *bd = &k->bd;
     const float *dz = k->z->grad;
     const float ds = bd->scale_max - bd->scale_min, dr = bd->ratio_max - bd->ratio_min;
-    for (int i = 0; i < B; i++) {
+    for (int i = r0; i < r1; i++) {
         const float *s = k->so + (size_t)i * HEAD_OUT, *e = k->eps + (size_t)i * 4;
         const float *g = dz + (size_t)i * SP_SUPAIR_ZW;
         float *d = k->dO + (size_t)i * HEAD_OUT;
@@ -214,25 +220,45 @@ static void head_backward(void *p) {
             d[5 + j] = dstd * bd->std_max * sj * (1.0f - sj);
         }
     }
+}
+
+static void head_backward(void *p) {
+    head_ctx *k = p;
+    const int B = k->B, H = k->H, A = k->A;
+    /* Row-local work in one parallel region, each thread on a block of rows
+     * (the products single-threaded inside it); the weight and bias
+     * gradients sum over all rows afterwards. */
+#pragma omp parallel if ((long)B * H >= SUPAIR_OMP_MIN)
+    {
+        int r0, r1;
+        thread_rows(B, &r0, &r1);
+        if (r1 > r0) {
+            const int n = r1 - r0;
+            float *dpre = k->dpre + (size_t)r0 * A;
+            const float *act = k->a + (size_t)r0 * A;
+            head_dO_rows(k, r0, r1);
+            // dpre (rows, A) = (dO W2^T) * a (1 - a)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, A, HEAD_OUT, 1.0f,
+                        k->dO + (size_t)r0 * HEAD_OUT, HEAD_OUT, k->W2->val, HEAD_OUT, 0.0f,
+                        dpre, A);
+            for (long e = 0; e < (long)n * A; e++) dpre[e] *= act[e] * (1.0f - act[e]);
+            if (sp_needs_grad(k->h))  // dh (rows, H) += dpre W1^T
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, H, A, 1.0f, dpre, A,
+                            k->W1->val, A, 1.0f, k->h->grad + (size_t)r0 * H, H);
+        }
+    }
     if (sp_needs_grad(k->W2))  // dW2 (A,9) += a^T dO
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, A, HEAD_OUT, B, 1.0f, k->a, A, k->dO,
                     HEAD_OUT, 1.0f, k->W2->grad, HEAD_OUT);
     if (sp_needs_grad(k->b2))
         for (int i = 0; i < B; i++)
             for (int j = 0; j < HEAD_OUT; j++) k->b2->grad[j] += k->dO[(size_t)i * HEAD_OUT + j];
-    // dpre (B,A) = (dO W2^T) * a (1 - a)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, A, HEAD_OUT, 1.0f, k->dO, HEAD_OUT,
-                k->W2->val, HEAD_OUT, 0.0f, k->dpre, A);
-    for (long e = 0; e < (long)B * A; e++) k->dpre[e] *= k->a[e] * (1.0f - k->a[e]);
     if (sp_needs_grad(k->W1))  // dW1 (H,A) += h^T dpre
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, H, A, B, 1.0f, k->h->val, H, k->dpre,
                     A, 1.0f, k->W1->grad, A);
     if (sp_needs_grad(k->b1))
         for (int i = 0; i < B; i++)
             for (int j = 0; j < A; j++) k->b1->grad[j] += k->dpre[(size_t)i * A + j];
-    if (sp_needs_grad(k->h))  // dh (B,H) += dpre W1^T
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, H, A, 1.0f, k->dpre, A,
-                    k->W1->val, A, 1.0f, k->h->grad, H);
 }
 
 sp_tensor *sp_supair_head(sp_tape *t, const sp_tensor *h, const sp_tensor *W1, const sp_tensor *b1,
@@ -254,31 +280,42 @@ sp_tensor *sp_supair_head(sp_tape *t, const sp_tensor *h, const sp_tensor *W1, c
     if (!z || !a || !so || !ep) return NULL;
     if (eps) memcpy(ep, eps, (size_t)B * 4 * sizeof(float));
 
-    for (int i = 0; i < B; i++) memcpy(a + (size_t)i * A, b1->val, (size_t)A * sizeof(float));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, A, H, 1.0f, h->val, H, W1->val, A,
-                1.0f, a, A);
-    for (long e = 0; e < (long)B * A; e++) a[e] = sigm(a[e]);
-    for (int i = 0; i < B; i++) memcpy(so + (size_t)i * HEAD_OUT, b2->val, HEAD_OUT * sizeof(float));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, HEAD_OUT, A, 1.0f, a, A, W2->val,
-                HEAD_OUT, 1.0f, so, HEAD_OUT);
-
     const float ds = bd->scale_max - bd->scale_min, dr = bd->ratio_max - bd->ratio_min;
     const float half_log_2pi = 0.91893853320467274178f;
-    for (int i = 0; i < B; i++) {
-        float *s = so + (size_t)i * HEAD_OUT, *zr = z->val + (size_t)i * SP_SUPAIR_ZW;
-        const float *e = ep + (size_t)i * 4;
-        for (int j = 0; j < HEAD_OUT; j++) s[j] = sigm(s[j]);
-        float sxm = bd->scale_min + ds * s[1];
-        float r = bd->ratio_min + dr * s[2];
-        float mu[4] = {sxm, sxm * r, bd->pos_max * s[3], bd->pos_max * s[4]};
-        float lq = 0.0f;
-        zr[0] = s[0];
-        for (int j = 0; j < 4; j++) {
-            float sd = bd->std_max * s[5 + j];
-            zr[1 + j] = mu[j] + sd * e[j];
-            lq += -0.5f * e[j] * e[j] - logf(sd) - half_log_2pi;
+    /* Every step of the head is row-local: one parallel region, each thread
+     * on a block of rows (its products single-threaded inside it). */
+#pragma omp parallel if ((long)B * H >= SUPAIR_OMP_MIN)
+    {
+        int r0, r1;
+        thread_rows(B, &r0, &r1);
+        const int n = r1 - r0;
+        float *ar = a + (size_t)r0 * A, *sr = so + (size_t)r0 * HEAD_OUT;
+        for (int i = 0; i < n; i++) memcpy(ar + (size_t)i * A, b1->val, (size_t)A * sizeof(float));
+        if (n > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, A, H, 1.0f,
+                        h->val + (size_t)r0 * H, H, W1->val, A, 1.0f, ar, A);
+        for (long e = 0; e < (long)n * A; e++) ar[e] = sigm(ar[e]);
+        for (int i = 0; i < n; i++)
+            memcpy(sr + (size_t)i * HEAD_OUT, b2->val, HEAD_OUT * sizeof(float));
+        if (n > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HEAD_OUT, A, 1.0f, ar, A,
+                        W2->val, HEAD_OUT, 1.0f, sr, HEAD_OUT);
+        for (int i = r0; i < r1; i++) {
+            float *s = so + (size_t)i * HEAD_OUT, *zr = z->val + (size_t)i * SP_SUPAIR_ZW;
+            const float *e = ep + (size_t)i * 4;
+            for (int j = 0; j < HEAD_OUT; j++) s[j] = sigm(s[j]);
+            float sxm = bd->scale_min + ds * s[1];
+            float r = bd->ratio_min + dr * s[2];
+            float mu[4] = {sxm, sxm * r, bd->pos_max * s[3], bd->pos_max * s[4]};
+            float lq = 0.0f;
+            zr[0] = s[0];
+            for (int j = 0; j < 4; j++) {
+                float sd = bd->std_max * s[5 + j];
+                zr[1 + j] = mu[j] + sd * e[j];
+                lq += -0.5f * e[j] * e[j] - logf(sd) - half_log_2pi;
+            }
+            zr[5] = lq;
         }
-        zr[5] = lq;
     }
 
     if (rg && sp_tape_grad_enabled(t)) {

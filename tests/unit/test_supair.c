@@ -86,6 +86,63 @@ static void test_head_values(void) {
     sp_tape_destroy(t);
 }
 
+/* The head at a batch big enough for its OpenMP path (200 rows: uneven
+ * blocks at 3 threads): z and every gradient at 2 and 3 threads against 1
+ * thread (whose path the finite-difference check above covers). */
+static void head_run(int threads, float *out) {
+    enum { B = 200, H = 256, A = 50 };
+    omp_set_num_threads(threads);
+    sp_tape *t = sp_tape_create(1 << 22);
+    sp_tensor *h = sp_tensor_2d(t, B, H, 1), *W1 = sp_tensor_2d(t, H, A, 1);
+    sp_tensor *b1 = sp_tensor_1d(t, A, 1), *W2 = sp_tensor_2d(t, A, 9, 1);
+    sp_tensor *b2 = sp_tensor_1d(t, 9, 1);
+    sp_gc_fill_uniform(h->val, h->size, -1, 1, 90);
+    sp_gc_fill_uniform(W1->val, W1->size, -0.2f, 0.2f, 91);
+    sp_gc_fill_uniform(b1->val, b1->size, -0.5f, 0.5f, 92);
+    sp_gc_fill_uniform(W2->val, W2->size, -0.5f, 0.5f, 93);
+    sp_gc_fill_uniform(b2->val, b2->size, -0.5f, 0.5f, 94);
+    float eps[B * 4];
+    sp_gc_fill_uniform(eps, B * 4, -2, 2, 95);
+    sp_tensor *z = sp_supair_head(t, h, W1, b1, W2, b2, eps, &BD);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(z);
+    sp_gc_fill_uniform(z->grad, z->size, -1, 1, 96);
+    sp_tape_backward(t, sp_tensor_1d(t, 1, 1), 1.0f); /* runs the node on the seeded z grads */
+    long o = 0;
+    const sp_tensor *all[6] = {z, h, W1, b1, W2, b2};
+    for (int q = 0; q < 6; q++)
+        for (long i = 0; i < all[q]->size; i++) out[o++] = q ? all[q]->grad[i] : all[q]->val[i];
+    sp_tape_destroy(t);
+}
+
+static void test_head_threads(void) {
+    /* z, dh, dW1, db1, dW2, db2: each compared relative to its largest
+     * entry (the gradients are sums with cancellation, and the row blocks'
+     * products may round differently from the whole batch's) */
+    const long len[6] = {200 * SP_SUPAIR_ZW, 200 * 256, 256 * 50, 50, 50 * 9, 9};
+    const long n = len[0] + len[1] + len[2] + len[3] + len[4] + len[5];
+    float *a = calloc((size_t)n, sizeof *a), *b = calloc((size_t)n, sizeof *b);
+    const int saved = omp_get_max_threads();
+    head_run(1, a);
+    for (int th = 2; th <= 3; th++) {
+        head_run(th, b);
+        long o = 0;
+        for (int q = 0; q < 6; o += len[q], q++) {
+            double scale = 0.0, worst = 0.0;
+            long nz = 0;
+            for (long i = o; i < o + len[q]; i++) scale = fmax(scale, fabs((double)a[i]));
+            for (long i = o; i < o + len[q]; i++) {
+                double d = fabs((double)a[i] - b[i]) / scale;
+                if (!(d <= worst)) worst = d; /* NaN too */
+                nz += a[i] != 0.0f;
+            }
+            SP_ASSERT_CLOSE(worst, 0.0, 1e-5);
+            CU_ASSERT(nz > len[q] * 9 / 10); /* the gradients really flowed */
+        }
+    }
+    omp_set_num_threads(saved);
+    free(a), free(b);
+}
+
 static sp_tensor *build_theta(sp_tape *t, sp_tensor **in, void *ctx) {
     (void)ctx;
     return sp_supair_theta(t, in, 3, 1.0f);
@@ -673,6 +730,7 @@ static const sp_test_case op_cases[] = {
     {"elbo gradient", test_elbo_grad},
     {"elbo values", test_elbo_values},
     {"elbo and 1 - vis: 1 and 2 threads bit for bit", test_elbo_threads},
+    {"head: 2 and 3 threads agree with 1", test_head_threads},
     {"iou", test_iou},
     {NULL, NULL},
 };
