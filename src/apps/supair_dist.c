@@ -54,7 +54,9 @@ static const char *usage_sweep =
     "trains one PLAN line at a time and takes the next line when it finishes.\n"
     "Line i (0-based; every line counts, '#' starts a comment) holds that trial's\n"
     "whitespace-separated key=value overrides, applied after the common --set\n"
-    "ones; its run directory is RUN/trial_i. A failed trial is reported and the\n"
+    "ones; its run directory is RUN/trial_i. An empty or comment-only line is a\n"
+    "trial without overrides (so line numbers stay SLURM array indices; keep\n"
+    "notes about a plan outside it). A failed trial is reported and the\n"
     "others go on. A signal checkpoints the running trials and exits 3; rerunning\n"
     "the same command resumes them (finished trials return at once).\n";
 
