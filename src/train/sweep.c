@@ -19,6 +19,8 @@
 typedef struct plan {
     char **lines;
     int n;
+    int n_comment_only; /* lines that held only a comment (trials without overrides) */
+    int first_comment_only;
 } plan;
 
 static void plan_free(plan *p) {
@@ -46,6 +48,8 @@ static int plan_load(plan *p, const char *path, sp_error *err) {
         char *hash = strchr(buf, '#');
         if (hash) *hash = '\0';
         buf[strcspn(buf, "\r\n")] = '\0';
+        if (hash && buf[strspn(buf, " \t")] == '\0' && p->n_comment_only++ == 0)
+            p->first_comment_only = p->n;
         if (p->n == cap) {
             cap = cap ? 2 * cap : 16;
             char **l = realloc(p->lines, (size_t)cap * sizeof *l);
@@ -116,6 +120,13 @@ int sp_sweep_run(const sp_train_opts *base, const char *plan_path, int ranks_per
     if (wr == 0)
         sp_info("sweep: %d trials from %s, %d groups of %d ranks", p.n, plan_path, ws / ranks_per_trial,
                 ranks_per_trial);
+    /* Every line is a trial (line i = SLURM array index i), so a comment
+     * header runs as extra baseline trials: say so before they start. */
+    if (wr == 0 && p.n_comment_only)
+        sp_warn("sweep: %d line%s of %s (the first: line %d) hold%s only a comment: %s as a "
+                "trial without overrides",
+                p.n_comment_only, p.n_comment_only > 1 ? "s" : "", plan_path, p.first_comment_only,
+                p.n_comment_only > 1 ? "" : "s", p.n_comment_only > 1 ? "each runs" : "it runs");
     int worst = SP_OK, done = 0, failed = 0, stopped = 0;
     for (;;) {
         int64_t next = 0;

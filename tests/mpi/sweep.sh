@@ -17,6 +17,14 @@ grep -q "^lr = 0.002 " "$WORK/sw/trial_1/config.cfg"
 grep -q "^seed = 2 " "$WORK/sw/trial_1/config.cfg"
 grep -q "^lr = 0.001 " "$WORK/sw/trial_2/config.cfg"   # blank line: defaults of the command
 grep -q "^lr = 0.0005 " "$WORK/sw/trial_3/config.cfg"
+! grep -q "only a comment" "$WORK/out.txt"   # a trailing comment is not a comment-only line
+# A comment-only line is still a trial (line i = array index i), with a warning first.
+printf '# a header\nlr=0.001\n' > "$WORK/plan5.txt"
+run 2 sweep --plan "$WORK/plan5.txt" --ranks-per-trial 1 --model supair --data "$WORK/scenes.h5" \
+  --run "$WORK/sw5" --steps 2 "${FAST[@]}" > "$WORK/out5.txt" 2>&1 || { cat "$WORK/out5.txt"; exit 1; }
+grep -q "1 line of .*plan5.txt (the first: line 0) holds only a comment" "$WORK/out5.txt" ||
+  { cat "$WORK/out5.txt"; exit 1; }
+[ -f "$WORK/sw5/trial_0/ckpt/step_00000002.h5" ] && [ -f "$WORK/sw5/trial_1/ckpt/step_00000002.h5" ]
 # A bad line fails its trial (exit 1 overall) while the others finish.
 printf 'lr=0.001\nno_such_key=3\n' > "$WORK/plan2.txt"
 set +e
