@@ -70,8 +70,9 @@ int sp_dist_barrier(sp_dist *d, sp_error *err);
  * One block of memory per node that every rank of the node maps (an MPI-3
  * shared window over the node's ranks), for read-only data all ranks need:
  *
- *   sp_dist_node_alloc(d, bytes, &shm, &ptr, &leader, err);  (collective)
- *   ... fill ptr: the leader alone, or each rank its own disjoint part ...
+ *   sp_dist_node_alloc(d, bytes, &shm, &ptr, err);  (collective)
+ *   ... fill ptr: the leader (local rank 0) alone, or each rank its own
+ *       disjoint part ...
  *   sp_dist_node_publish(shm, err);  (collective over the node: after it,
  *                                      every rank sees every rank's bytes)
  *   ... read ptr ...
@@ -80,8 +81,7 @@ int sp_dist_barrier(sp_dist *d, sp_error *err);
  * The leader is the node's first rank; bytes may differ between nodes but
  * must agree within one (the leader's count is allocated). */
 typedef struct sp_dist_shm sp_dist_shm;
-int sp_dist_node_alloc(sp_dist *d, size_t bytes, sp_dist_shm **out, void **ptr, int *leader,
-                       sp_error *err);
+int sp_dist_node_alloc(sp_dist *d, size_t bytes, sp_dist_shm **out, void **ptr, sp_error *err);
 int sp_dist_node_publish(sp_dist_shm *s, sp_error *err);
 void sp_dist_node_free(sp_dist_shm *s);
 

@@ -137,16 +137,15 @@ struct sp_dist_shm {
     MPI_Win win;
 };
 
-int sp_dist_node_alloc(sp_dist *d, size_t bytes, sp_dist_shm **out, void **ptr, int *leader,
-                       sp_error *err) {
-    *out = NULL, *ptr = NULL, *leader = 0;
+int sp_dist_node_alloc(sp_dist *d, size_t bytes, sp_dist_shm **out, void **ptr, sp_error *err) {
+    *out = NULL, *ptr = NULL;
     sp_dist_shm *s = calloc(1, sizeof *s);
     if (!s) return sp_fail(err, SP_ERUNTIME, "out of memory for a shared-memory window");
     s->node = d->node;
-    *leader = d->local_rank == 0;
+    const int leader = d->local_rank == 0;
     /* Only the leader's part has bytes: the block is one contiguous copy. */
     void *base = NULL;
-    int rc = sp_dist_win_allocate(s->node, *leader ? bytes : 0, 0, &s->win, &base,
+    int rc = sp_dist_win_allocate(s->node, leader ? bytes : 0, 0, &s->win, &base,
                                   "Win_allocate_shared(node data)", err);
     if (rc) {
         free(s);

@@ -951,9 +951,8 @@ static int preload_data(trainer *T, sp_error *err) {
     const size_t total = (with_train ? bt : 0) + (with_eval ? be : 0);
     if (total == 0) return SP_OK;
     void *block = NULL;
-    int leader = 0;
     double t0 = sp_time_now();
-    if ((rc = agree(T, sp_dist_node_alloc(T->dist, total, &T->shm, &block, &leader, err), err)))
+    if ((rc = agree(T, sp_dist_node_alloc(T->dist, total, &T->shm, &block, err), err)))
         return rc;
     /* The node's ranks decompress one share of the rows each (one image is
      * one compressed chunk: ~2 s for the default scenes on one core), then
