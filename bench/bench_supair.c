@@ -5,10 +5,14 @@
  * and backward apart, and the achieved GFLOP/s of the model's GEMM-shaped work
  * next to a plain cblas_sgemm measured in the same run. The thread counts
  * take turns step by step, and the scaling is printed next to what the
- * machine gives at the same counts (sgemm, and a STREAM triad for the
- * memory-bound parts).
+ * machine gives at the same counts in the same rounds: a register-only FMA
+ * loop (the cores' compute), an in-cache sgemm (compute plus the shared
+ * caches) and a STREAM triad (memory), with the hypervisor's steal time.
  * Reference point: a faithful PyTorch port runs ~470 scenes/s per core. */
 #include <cblas.h>
+#if defined(__FMA__)
+#include <immintrin.h>
+#endif
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +52,70 @@ static double gemm_gflops(int n) {
     }
     free(a), free(b), free(c);
     return 2.0 * n * n * n / best / 1e9;
+}
+
+/* Per-round references, run right after each step at the same thread
+ * count so that both see the same machine. */
+
+/* n iterations of 10 independent 8-wide FMA chains, split over the team:
+ * no memory traffic at all, so its 1 -> 2 thread ratio is what the two
+ * vCPUs give in compute (a shared or throttled core shows here). */
+static double fma_seconds(long n) {
+    float sink = 0.0f;
+    double t0 = sp_time_now();
+#pragma omp parallel reduction(+ : sink)
+    {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const long m = n * (t + 1) / nt - n * t / nt;
+#if defined(__FMA__)
+        __m256 a0 = _mm256_set1_ps(1.0f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
+               a7 = a0, a8 = a0, a9 = a0;
+        const __m256 b = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+        for (long k = 0; k < m; k++) {
+            a0 = _mm256_fmadd_ps(a0, b, c), a1 = _mm256_fmadd_ps(a1, b, c);
+            a2 = _mm256_fmadd_ps(a2, b, c), a3 = _mm256_fmadd_ps(a3, b, c);
+            a4 = _mm256_fmadd_ps(a4, b, c), a5 = _mm256_fmadd_ps(a5, b, c);
+            a6 = _mm256_fmadd_ps(a6, b, c), a7 = _mm256_fmadd_ps(a7, b, c);
+            a8 = _mm256_fmadd_ps(a8, b, c), a9 = _mm256_fmadd_ps(a9, b, c);
+        }
+        __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
+                                 _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
+        s = _mm256_add_ps(s, _mm256_add_ps(a8, a9));
+        float v[8];
+        _mm256_storeu_ps(v, s);
+        sink += v[0];
+#else
+        float a[10] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+        for (long k = 0; k < 8 * m; k++)
+            for (int i = 0; i < 10; i++) a[i] = a[i] * 0.999999f + 1e-7f;
+        sink += a[0] + a[9];
+#endif
+    }
+    double dt = sp_time_now() - t0;
+    volatile float keep = sink; /* the loop's result is used */
+    (void)keep;
+    return dt;
+}
+
+/* One n^3 sgemm at the current thread count (the OpenMP OpenBLAS shares our
+ * team), its operands already in cache from the previous round. */
+static double sgemm_seconds(const float *a, const float *b, float *c, int n) {
+    double t0 = sp_time_now();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+    return sp_time_now() - t0;
+}
+
+/* Steal time of all CPUs so far in seconds (the 8th field of /proc/stat's
+ * "cpu" line: time the hypervisor ran something else while our vCPUs had
+ * work), or -1 where the file or field is missing. */
+static double steal_seconds(void) {
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f) return -1.0;
+    unsigned long long v[8] = {0};
+    int got = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                     &v[4], &v[5], &v[6], &v[7]);
+    fclose(f);
+    return got == 8 ? (double)v[7] / 100.0 : -1.0; /* USER_HZ = 100 on Linux */
 }
 
 /* STREAM triad a = b + s c over 3 x 32 MB (far beyond the L3), best of 5,
@@ -278,6 +346,15 @@ int main(int argc, char **argv) {
      * and moves all counts alike, and the ratio of a round is then the
      * scaling itself. */
     static double wall[8][MAX_STEPS], cpu[8][MAX_STEPS], comp_s[8][SP_SUPAIR_T_N][2][MAX_STEPS];
+    static double ref_fma[8][MAX_STEPS], ref_gemm[8][MAX_STEPS];
+    const int gn = 1024; /* the same problem as the GF column's sgemm */
+    float *ga = malloc((size_t)3 * gn * gn * sizeof(float));
+    if (!ga) {
+        fprintf(stderr, "bench_supair: out of memory\n");
+        return 2;
+    }
+    sp_rng_fill_uniform(ga, 2L * gn * gn, -1, 1, 1, 0, 0, 2);
+    const long fma_iters = 2L << 20; /* ~3 ms at one thread */
     double peak[8], triad[8];
     for (int ti = 0; ti < n_threads; ti++) {
         omp_set_num_threads(threads[ti]);
@@ -285,6 +362,7 @@ int main(int argc, char **argv) {
         triad[ti] = triad_gbs();
     }
     sp_cpu_flush_denormals();
+    double wall0 = sp_time_now(), steal0 = steal_seconds();
     for (int s = 0; s <= steps; s++) {
         for (int ti = 0; ti < n_threads; ti++) {
             omp_set_num_threads(threads[ti]);
@@ -305,12 +383,17 @@ int main(int argc, char **argv) {
             sp_tape_backward(t, loss, 1.0f);
             double dt = sp_time_now() - t0, dc = cpu_now() - c0;
             sp_supair_set_profile(m, NULL);
+            double tg = sgemm_seconds(ga, ga + (size_t)gn * gn, ga + 2 * (size_t)gn * gn, gn);
+            double tf = fma_seconds(fma_iters);
             if (s == 0) continue;  // warm-up: arena growth, BLAS buffers
             wall[ti][s - 1] = dt, cpu[ti][s - 1] = dc;
+            ref_gemm[ti][s - 1] = tg, ref_fma[ti][s - 1] = tf;
             for (int c = 0; c < SP_SUPAIR_T_N; c++)
                 comp_s[ti][c][0][s - 1] = prof.fwd[c], comp_s[ti][c][1][s - 1] = prof.bwd[c];
         }
     }
+    double loop_s = sp_time_now() - wall0, steal1 = steal_seconds();
+    free(ga);
     for (int ti = 0; ti < n_threads; ti++) {
         const int th = threads[ti];
         double comp[SP_SUPAIR_T_N][2];
@@ -327,17 +410,24 @@ int main(int argc, char **argv) {
                step_s * 1e3, cpu_s * 1e3, (f_lstm + f_spn) / step_s / 1e9, br, peak[ti],
                f_lstm / lstm_s / 1e9, f_spn / spn_s / 1e9);
     }
-    /* Scaling against the first count, and what this machine allows: plain
-     * sgemm and a memory-bound loop (STREAM triad over 96 MB) at the same
-     * counts, measured in this run. */
+    /* Scaling against the first count, round by round, and what this
+     * machine allowed in the same rounds: the FMA loop (compute only), the
+     * in-cache sgemm, and the STREAM triad measured before the rounds. */
     for (int ti = 1; ti < n_threads; ti++) {
-        double ratio[MAX_STEPS];
-        for (int s = 0; s < steps; s++) ratio[s] = wall[0][s] / wall[ti][s];
-        printf("%d vs %d threads: step %.2fx (median of %d rounds, %.2f-%.2fx); sgemm %.2fx, "
-               "memory triad %.2fx (%.1f vs %.1f GB/s)\n",
+        double ratio[MAX_STEPS], rf[MAX_STEPS], rg[MAX_STEPS], rel[MAX_STEPS];
+        for (int s = 0; s < steps; s++) {
+            ratio[s] = wall[0][s] / wall[ti][s];
+            rf[s] = ref_fma[0][s] / ref_fma[ti][s];
+            rg[s] = ref_gemm[0][s] / ref_gemm[ti][s];
+            rel[s] = ratio[s] / rg[s];
+        }
+        printf("%d vs %d threads: step %.2fx (median of %d rounds, %.2f-%.2fx); same rounds: "
+               "FMA loop %.2fx, %dx%d sgemm %.2fx (step/sgemm %.2f); memory triad %.2fx (%.1f vs "
+               "%.1f GB/s); 1024^3 sgemm %.2fx\n",
                threads[ti], threads[0], median(ratio, steps), steps, min_of(ratio, steps),
-               max_of(ratio, steps), peak[ti] / peak[0], triad[ti] / triad[0], triad[ti],
-               triad[0]);
+               max_of(ratio, steps), median(rf, steps), gn, gn, median(rg, steps),
+               median(rel, steps), triad[ti] / triad[0], triad[ti], triad[0],
+               peak[ti] / peak[0]);
         /* per component, forward + backward, median of the per-round ratios:
          * which parts hold the step's scaling back */
         printf("  by component:");
@@ -349,6 +439,10 @@ int main(int argc, char **argv) {
         }
         printf("\n");
     }
+    if (steal0 >= 0.0 && steal1 >= 0.0)
+        printf("steal time during the rounds: %.2f s of %.1f s x %d vCPUs (%.1f%%)\n",
+               steal1 - steal0, loop_s, omp_get_num_procs(),
+               100.0 * (steal1 - steal0) / (loop_s * omp_get_num_procs()));
     printf("components: %s, %s, %s, %s; step = median wall time, cpu = median CPU time of "
            "all threads; GFLOP/s counts the GEMM-shaped work executed (LSTM %.2f GF + SPN %.2f "
            "GF per step; the input projection over nonzero pixels only)\n",
