@@ -105,6 +105,19 @@ static double sgemm_seconds(const float *a, const float *b, float *c, int n) {
     return sp_time_now() - t0;
 }
 
+/* One n^3 sgemm per thread of the team at once, each single-threaded (the
+ * OpenMP OpenBLAS runs one thread inside a parallel region) into its own c:
+ * independent work, so the throughput ratio shows what the machine gives
+ * two streams that never wait for each other, next to one sgemm split over
+ * the team. */
+static double indep_sgemm_seconds(const float *a, const float *b, float *c, int n) {
+    double t0 = sp_time_now();
+#pragma omp parallel
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f,
+                c + (size_t)omp_get_thread_num() * n * n, n);
+    return sp_time_now() - t0;
+}
+
 /* Steal time of all CPUs so far in seconds (the 8th field of /proc/stat's
  * "cpu" line: time the hypervisor ran something else while our vCPUs had
  * work), or -1 where the file or field is missing. */
@@ -346,9 +359,11 @@ int main(int argc, char **argv) {
      * and moves all counts alike, and the ratio of a round is then the
      * scaling itself. */
     static double wall[8][MAX_STEPS], cpu[8][MAX_STEPS], comp_s[8][SP_SUPAIR_T_N][2][MAX_STEPS];
-    static double ref_fma[8][MAX_STEPS], ref_gemm[8][MAX_STEPS];
+    static double ref_fma[8][MAX_STEPS], ref_gemm[8][MAX_STEPS], ref_indep[8][MAX_STEPS];
+    int max_th = 1;
+    for (int ti = 0; ti < n_threads; ti++) max_th = threads[ti] > max_th ? threads[ti] : max_th;
     const int gn = 1024; /* the same problem as the GF column's sgemm */
-    float *ga = malloc((size_t)3 * gn * gn * sizeof(float));
+    float *ga = malloc((size_t)(2 + max_th) * gn * gn * sizeof(float));
     if (!ga) {
         fprintf(stderr, "bench_supair: out of memory\n");
         return 2;
@@ -385,9 +400,10 @@ int main(int argc, char **argv) {
             sp_supair_set_profile(m, NULL);
             double tg = sgemm_seconds(ga, ga + (size_t)gn * gn, ga + 2 * (size_t)gn * gn, gn);
             double tf = fma_seconds(fma_iters);
+            double ti_ = indep_sgemm_seconds(ga, ga + (size_t)gn * gn, ga + 2 * (size_t)gn * gn, gn);
             if (s == 0) continue;  // warm-up: arena growth, BLAS buffers
             wall[ti][s - 1] = dt, cpu[ti][s - 1] = dc;
-            ref_gemm[ti][s - 1] = tg, ref_fma[ti][s - 1] = tf;
+            ref_gemm[ti][s - 1] = tg, ref_fma[ti][s - 1] = tf, ref_indep[ti][s - 1] = ti_;
             for (int c = 0; c < SP_SUPAIR_T_N; c++)
                 comp_s[ti][c][0][s - 1] = prof.fwd[c], comp_s[ti][c][1][s - 1] = prof.bwd[c];
         }
@@ -414,20 +430,21 @@ int main(int argc, char **argv) {
      * machine allowed in the same rounds: the FMA loop (compute only), the
      * in-cache sgemm, and the STREAM triad measured before the rounds. */
     for (int ti = 1; ti < n_threads; ti++) {
-        double ratio[MAX_STEPS], rf[MAX_STEPS], rg[MAX_STEPS], rel[MAX_STEPS];
+        double ratio[MAX_STEPS], rf[MAX_STEPS], rg[MAX_STEPS], rel[MAX_STEPS], ri[MAX_STEPS];
         for (int s = 0; s < steps; s++) {
             ratio[s] = wall[0][s] / wall[ti][s];
             rf[s] = ref_fma[0][s] / ref_fma[ti][s];
             rg[s] = ref_gemm[0][s] / ref_gemm[ti][s];
             rel[s] = ratio[s] / rg[s];
+            ri[s] = (double)threads[ti] / threads[0] * ref_indep[0][s] / ref_indep[ti][s];
         }
         printf("%d vs %d threads: step %.2fx (median of %d rounds, %.2f-%.2fx); same rounds: "
-               "FMA loop %.2fx, %dx%d sgemm %.2fx (step/sgemm %.2f); memory triad %.2fx (%.1f vs "
-               "%.1f GB/s); 1024^3 sgemm %.2fx\n",
+               "FMA loop %.2fx, one %d^3 sgemm on the team %.2fx (step/sgemm %.2f), one "
+               "single-threaded sgemm per thread %.2fx throughput; memory triad %.2fx (%.1f vs "
+               "%.1f GB/s)\n",
                threads[ti], threads[0], median(ratio, steps), steps, min_of(ratio, steps),
-               max_of(ratio, steps), median(rf, steps), gn, gn, median(rg, steps),
-               median(rel, steps), triad[ti] / triad[0], triad[ti], triad[0],
-               peak[ti] / peak[0]);
+               max_of(ratio, steps), median(rf, steps), gn, median(rg, steps), median(rel, steps),
+               median(ri, steps), triad[ti] / triad[0], triad[ti], triad[0]);
         /* per component, forward + backward, median of the per-round ratios:
          * which parts hold the step's scaling back */
         printf("  by component:");
