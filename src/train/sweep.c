@@ -28,8 +28,9 @@ static void plan_free(plan *p) {
     free(p->lines);
 }
 
-/* Every line is a trial (blank: no overrides), as in jobs/sweep.sbatch where
- * array index i takes line i; '#' starts a comment. */
+/* Every line is a trial (blank or comment-only: no overrides) and '#' starts
+ * a comment, the same format as jobs/sweep.sbatch, where array index i takes
+ * line i. */
 static int plan_load(plan *p, const char *path, sp_error *err) {
     memset(p, 0, sizeof *p);
     FILE *f = fopen(path, "r");

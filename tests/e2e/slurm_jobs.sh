@@ -129,7 +129,8 @@ show_job() { # on failure: the job's output and the trainer's log
 
 # ---------------------------------------------------------------- submit
 cd "$T" || exit 1
-printf '%s\n' 'lr=0.002' '' 'lr=0.0005 seed=3' > plan.txt   # line 1 empty: the baseline trial
+# line 1 comment-only: the baseline trial, with a warning; line 2: a comment after the overrides
+printf '%s\n' 'lr=0.002' '# the baseline' 'lr=0.0005 seed=3  # lower lr, another seed' > plan.txt
 J1=$(sbatch --parsable --ntasks=2 --job-name=t-train "$ROOT/jobs/train.sbatch" "${FAST[@]}" --run "$T/train" --steps 20) \
   || { echo "FAIL: sbatch train.sbatch"; exit 1; }
 J2=$(sbatch --parsable --array=0-2 --ntasks=1 --cpus-per-task=2 --job-name=t-sweep "$ROOT/jobs/sweep.sbatch" plan.txt \
@@ -160,6 +161,10 @@ for i in 0 1 2; do
   else
     bad "sweep trial $i: lr '$lr' seed '$seed', want ${want_lr[$i]} ${want_seed[$i]} (plan line $i)"
   fi
+  # only line 1 is comment-only: its trial (and no other) warns
+  if grep -q "line $i holds only a comment" "$out" 2>/dev/null; then warned=1; else warned=0; fi
+  if [ "$warned" = "$((i == 1))" ]; then pass "sweep trial $i: comment-only warning $([ "$warned" = 1 ] && echo given || echo absent)"
+  else bad "sweep trial $i: comment-only warning $warned, want $((i == 1))"; show_job "$out"; fi
 done
 [ -e "$T/sweep/trial_3" ] && bad "sweep: a trial_3 directory exists"
 # A trial beyond the plan's last line is an error, not a silent baseline.
