@@ -37,21 +37,23 @@
 
 static const char *comp_names[SP_SUPAIR_T_N] = {"LSTM+head", "SPNs", "STN", "rest"};
 
-static double gemm_gflops(int n) {
-    float *a = malloc((size_t)n * n * sizeof(float)), *b = malloc((size_t)n * n * sizeof(float));
-    float *c = malloc((size_t)n * n * sizeof(float));
-    sp_rng_fill_uniform(a, (long)n * n, -1, 1, 1, 0, 0, 0);
-    sp_rng_fill_uniform(b, (long)n * n, -1, 1, 1, 0, 0, 1);
+/* One n^3 sgemm at the current thread count (the OpenMP OpenBLAS shares our
+ * team), its operands already in cache from the previous round. */
+static double sgemm_seconds(const float *a, const float *b, float *c, int n) {
+    double t0 = sp_time_now();
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+    return sp_time_now() - t0;
+}
+
+/* GFLOP/s of the best of 5 n^3 sgemms on a, b (n x n each) into c, after a
+ * warm-up call, at the current thread count. */
+static double gemm_gflops(const float *a, const float *b, float *c, int n) {
+    sgemm_seconds(a, b, c, n);
     double best = 1e30;
     for (int r = 0; r < 5; r++) {
-        double t0 = sp_time_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c,
-                    n);
-        double dt = sp_time_now() - t0;
+        double dt = sgemm_seconds(a, b, c, n);
         if (dt < best) best = dt;
     }
-    free(a), free(b), free(c);
     return 2.0 * n * n * n / best / 1e9;
 }
 
@@ -96,14 +98,6 @@ static double fma_seconds(long n) {
     volatile float keep = sink; /* the loop's result is used */
     (void)keep;
     return dt;
-}
-
-/* One n^3 sgemm at the current thread count (the OpenMP OpenBLAS shares our
- * team), its operands already in cache from the previous round. */
-static double sgemm_seconds(const float *a, const float *b, float *c, int n) {
-    double t0 = sp_time_now();
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-    return sp_time_now() - t0;
 }
 
 /* One n^3 sgemm per thread of the team at once, each single-threaded (the
@@ -363,18 +357,20 @@ int main(int argc, char **argv) {
     static double ref_fma[8][MAX_STEPS], ref_gemm[8][MAX_STEPS], ref_indep[8][MAX_STEPS];
     int max_th = 1;
     for (int ti = 0; ti < n_threads; ti++) max_th = threads[ti] > max_th ? threads[ti] : max_th;
-    const int gn = 1024; /* the same problem as the GF column's sgemm */
+    const int gn = 1024; /* the GF column's sgemm and the per-round references */
     float *ga = malloc((size_t)(2 + max_th) * gn * gn * sizeof(float));
     if (!ga) {
         fprintf(stderr, "bench_supair: out of memory\n");
         return 2;
     }
     sp_rng_fill_uniform(ga, 2L * gn * gn, -1, 1, 1, 0, 0, 2);
+    const float *gA = ga, *gB = ga + (size_t)gn * gn;
+    float *gC = ga + 2 * (size_t)gn * gn; /* max_th outputs for the per-thread sgemms */
     const long fma_iters = 2L << 20; /* ~3 ms at one thread */
     double peak[8], triad[8];
     for (int ti = 0; ti < n_threads; ti++) {
         omp_set_num_threads(threads[ti]);
-        peak[ti] = gemm_gflops(1024);
+        peak[ti] = gemm_gflops(gA, gB, gC, gn);
         triad[ti] = triad_gbs();
     }
     sp_cpu_flush_denormals();
@@ -399,9 +395,9 @@ int main(int argc, char **argv) {
             sp_tape_backward(t, loss, 1.0f);
             double dt = sp_time_now() - t0, dc = cpu_now() - c0;
             sp_supair_set_profile(m, NULL);
-            double tg = sgemm_seconds(ga, ga + (size_t)gn * gn, ga + 2 * (size_t)gn * gn, gn);
+            double tg = sgemm_seconds(gA, gB, gC, gn);
             double tf = fma_seconds(fma_iters);
-            double tind = indep_sgemm_seconds(ga, ga + (size_t)gn * gn, ga + 2 * (size_t)gn * gn, gn);
+            double tind = indep_sgemm_seconds(gA, gB, gC, gn);
             if (s == 0) continue;  // warm-up: arena growth, BLAS buffers
             wall[ti][s - 1] = dt, cpu[ti][s - 1] = dc;
             ref_gemm[ti][s - 1] = tg, ref_fma[ti][s - 1] = tf, ref_indep[ti][s - 1] = tind;
