@@ -425,16 +425,15 @@ static inline void leaf_theta_grad(float *gm, float *gv, float m, float sg, floa
  * (r D + the pixel's position in perm) into Gaussian-major (k, lane)
  * arrays, so that the moments and every Theta plane are 8-lane vectors. In
  * parameter order (region by region) each Theta entry was a separate
- * scattered access, ~1.2 ms per forward + backward of the background SPN:
- * a fixed cost of every step, whatever its batch. Pad pixels (D..Dp)
+ * scattered access: ~0.45 ms more per forward + backward of the background
+ * SPN, a fixed cost of every step whatever its batch. Pad pixels (D..Dp)
  * repeat the vector's first pixel and get zero Theta and no gradient. */
 static void dense_theta(const sp_spn *s, const float *mu, const float *pv, float *T,
                         const float *dT, float *gmu, float *gpv, int nthreads) {
     const int R = s->R, K = s->K, D = s->D;
     const float vmin = s->cfg.var_min, vrange = s->cfg.var_max - s->cfg.var_min;
-    /* Repetition by repetition: one repetition's parameters, their
-     * gradients and its share of Theta (~0.4 MB for the background SPN) stay
-     * in L2 while the pixels' rows are visited in random order. */
+    /* Repetitions outermost: their parameter rows and Theta entries are
+     * disjoint, so a thread may run ahead into the next one (nowait). */
 #pragma omp parallel num_threads(nthreads)
     for (int r = 0; r < R; r++) {
         float m[LEAF_BLOCK], p[LEAF_BLOCK], sg[LEAF_BLOCK], inv[LEAF_BLOCK], logv[LEAF_BLOCK];
