@@ -64,15 +64,15 @@ struct sp_spn {
     int groups[SP_SPN_MAX_DEPTH]; /* regions per repetition at level l */
     int ctop;                     /* width[d-1]^2 top products per repetition */
     int cmax;                     /* largest product region */
-    /* "derived" layout: Theta (per region (3, n_j, K) in gather mode, (3D,
-     * R*G0*K) in dense mode), normalised sum weights per level, normalised
-     * root weights. Also the layout of the partial gradients. */
+    /* "derived" layout: Theta (per region (3, n_j, K) in gather mode,
+     * (Dp / 8, R, K, 3, 8) in dense mode, see dense_off), normalised sum
+     * weights per level, normalised root weights. Also the layout of the
+     * partial gradients. */
     long dw_off[SP_SPN_MAX_DEPTH], droot_off, n_derived;
     int nb; /* examples per chunk */
-    /* Dense leaf mode (few leaf regions, e.g. the background SPN): one GEMM
-     * per chunk against a (3D, R*G0*K) Theta that is zero outside each
-     * pixel's region, in pixel order. It wastes a factor G0 of flops but
-     * needs no gathers and gives the GEMM R*G0*K columns instead of K. */
+    /* Dense leaf mode (two leaf regions per repetition, the background
+     * SPN): pixels in their natural order, region membership as a mask,
+     * hand-written kernels over pixel tiles (see the dense leaf kernels). */
     int dense;
     long Dp;          /* dense mode: D rounded up to 8 */
     uint32_t *rmask;  /* dense mode: (Dp / 8, R, 8) all ones where the pixel is in leaf region 1 */
